@@ -60,7 +60,7 @@ def _add_demo_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", type=Path, help="folder to write slides/, annotations/ and cohort.csv into")
     parser.add_argument("--slides", type=int, default=20, help="number of slides (default 20: 12 tumor, 8 normal)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same cohort")
-    parser.add_argument("--size", type=int, default=8192, help="level-0 width of each slide in px (default 8192)")
+    parser.add_argument("--size", type=int, default=6144, help="level-0 width of each slide in px (default 6144)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU core)")
 
 
