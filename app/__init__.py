@@ -1,0 +1,1 @@
+"""Pathology Explorer's Streamlit frame and shared UI helpers (pages -> app -> core)."""
