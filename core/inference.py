@@ -1,0 +1,252 @@
+"""Whole-slide prediction: the tissue grid through the model, in batches, into the store.
+
+Patches are read by a pool of threads while the model runs on the previous batch (OpenSlide
+releases the GIL while it decodes, and its handles are thread-safe); horizontally adjacent
+patches of a batch are read as one region, so each JPEG tile is decoded once. Results are
+committed to the SQLite store batch by batch: a run stopped at any point (kill -9 included)
+resumes where it stopped, and a finished run is returned from the store without recomputing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core.device import autocast_for, prepare_model, resolve_device, resolve_precision
+from core.errors import PathologyError
+from core.model import PatchClassifier, model_id_of
+from core.slide_io import Slide, open_slide
+from core.store import PatchPredictions, ResultStore, RunRecord
+from core.tiling import PatchGrid, TilingParams, tile_grid
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_WORKERS = 2
+
+
+class InferenceError(PathologyError):
+    """Prediction over a slide failed; the run is marked failed and keeps its committed patches."""
+
+
+@dataclass(frozen=True)
+class SlideResult:
+    """The outcome of ``predict_slide``: the stored run and its patch predictions."""
+
+    slide: str
+    run: RunRecord
+    predictions: PatchPredictions
+    reused: bool  # True when every patch came from the store (nothing computed)
+    computed: int  # patches computed by this call
+    seconds: float
+
+
+def read_patches(slide: Slide, x: np.ndarray, y: np.ndarray, level: int, patch_size: int, size0: int) -> np.ndarray:
+    """Return patches as uint8 (N, patch_size, patch_size, 3) RGB.
+
+    ``x``, ``y`` are level-0 top-left corners; ``size0`` the level-0 side of a patch.
+    Runs of patches that touch side by side on one row (x step == size0) are read as a
+    single region and cut, so shared JPEG tiles are decoded once.
+    """
+    count = len(x)
+    out = np.empty((count, patch_size, patch_size, 3), dtype=np.uint8)
+    start = 0
+    while start < count:
+        end = start + 1
+        while end < count and y[end] == y[start] and x[end] - x[end - 1] == size0:
+            end += 1
+        run = end - start
+        region = slide.read_region((int(x[start]), int(y[start])), level, (patch_size * run, patch_size))
+        # Frame change: the region is in level pixels; patch k starts at column k * patch_size.
+        out[start:end] = region.reshape(patch_size, run, patch_size, 3).transpose(1, 0, 2, 3)
+        start = end
+    return out
+
+
+def to_tensor(patches: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Return float (N, 3, H, W) in [0, 1] on ``device``, channels_last, from uint8 NHWC patches."""
+    batch = torch.from_numpy(patches).permute(0, 3, 1, 2)  # a channels_last view, no copy
+    if device.type == "cuda":
+        batch = batch.pin_memory().to(device, non_blocking=True)
+    return batch.float().div_(255.0)
+
+
+def run_params(tiling: TilingParams) -> dict:
+    """Return the parameters that identify a prediction run besides slide and model."""
+    return {"tiling": tiling.to_dict()}
+
+
+class PredictionRunner:
+    """Holds a prepared model and predicts slides into a store.
+
+    Args:
+        model: the classifier; it is put in eval mode on ``device`` (shared use is safe:
+            inference never changes its weights).
+        model_id: the checkpoint's id (``model_id_of(model)`` if None).
+        metadata: checkpoint metadata, recorded in the store with the model.
+        device: "auto" | "cpu" | "cuda" | "cuda:N".
+        precision: "auto" | "fp32" | "bf16" | "fp16"; "auto" is bf16 where the hardware has
+            it (about 4x faster than fp32 on a bf16 CPU, probabilities within ~1e-2).
+    """
+
+    def __init__(
+        self,
+        model: PatchClassifier,
+        *,
+        model_id: str | None = None,
+        metadata: dict | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        workers: int = DEFAULT_WORKERS,
+    ):
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(self.device, precision)
+        self.model = prepare_model(model, self.device, self.precision)
+        self.model_id = model_id or model_id_of(model)
+        self.metadata = dict(metadata or {})
+        self.batch_size = max(1, int(batch_size))
+        self.workers = max(1, int(workers))
+
+    @torch.inference_mode()
+    def forward(self, patches: np.ndarray) -> np.ndarray:
+        """Return F(I) in [0, 1] (float32, N) for uint8 NHWC patches."""
+        batch = to_tensor(patches, self.device)
+        with autocast_for(self.device, self.precision):
+            logits = self.model(batch)
+        return torch.sigmoid(logits.float()).cpu().numpy()
+
+    def predict_slide(
+        self,
+        path: str | os.PathLike,
+        store: ResultStore,
+        tiling: TilingParams | None = None,
+        *,
+        progress: Progress | None = None,
+        recompute: bool = False,
+    ) -> SlideResult:
+        """Predict every tissue patch of a slide into ``store`` and return the run.
+
+        A complete run for the same slide, model and tiling is returned as stored; a run
+        left incomplete (interrupted) resumes with only its missing patches.
+        ``progress(done, total)`` is called after each committed batch.
+        """
+        started = time.perf_counter()
+        tiling = tiling or TilingParams(
+            level=int(self.metadata.get("level", 0) or 0), patch_size=int(self.metadata.get("patch_size", 512))
+        )
+        slide = open_slide(path)
+        record = store.register_slide(path, width=slide.dimensions[0], height=slide.dimensions[1], mpp=slide.mpp)
+        store.register_model(self.model_id, arch=getattr(self.model, "arch", "unknown"), metadata=self.metadata)
+        run = store.get_or_create_run(record.id, self.model_id, run_params(tiling))
+        if recompute:
+            store.reset_run(run.id)
+            run = store.run(run.id)
+        if run.status == "complete":
+            if progress:
+                progress(run.n_done, run.n_done)
+            return SlideResult(slide.name, run, store.read_predictions(run.id), True, 0, time.perf_counter() - started)
+
+        grid = tile_grid(slide, tiling)
+        store.set_total(run.id, len(grid))
+        done = store.done_locations(run.id)
+        if done:
+            pending = np.array([(int(x), int(y)) not in done for x, y in zip(grid.x, grid.y)], dtype=bool)
+            log.info("%s: resuming run %d, %d of %d patches already stored", slide.name, run.id, len(done), len(grid))
+            todo = grid.subset(pending)
+        else:
+            todo = grid
+        try:
+            computed = self._predict_grid(slide, todo, store, run.id, len(grid) - len(todo), len(grid), progress)
+            store.finish_run(run.id)
+        except BaseException as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            store.fail_run(run.id, message)
+            if isinstance(exc, PathologyError):
+                raise
+            if isinstance(exc, Exception):
+                raise InferenceError(f"prediction over {slide.name} failed: {message}") from exc
+            raise
+        run = store.run(run.id)
+        return SlideResult(slide.name, run, store.read_predictions(run.id), computed == 0, computed, time.perf_counter() - started)
+
+    def _predict_grid(
+        self, slide: Slide, grid: PatchGrid, store: ResultStore, run_id: int, already: int, total: int, progress: Progress | None
+    ) -> int:
+        """Read, forward and store ``grid`` batch by batch; return the number of patches computed."""
+        level, size, size0 = grid.params.level, grid.params.patch_size, grid.size0
+        starts = list(range(0, len(grid), self.batch_size))
+        if progress:
+            progress(already, total)
+        if not starts:
+            return 0
+        done = already
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="patch-reader") as pool:
+
+            def submit(i: int) -> Future:
+                sl = slice(starts[i], starts[i] + self.batch_size)
+                return pool.submit(read_patches, slide, grid.x[sl], grid.y[sl], level, size, size0)
+
+            # Keep a bounded number of batches in flight: memory does not grow with the slide.
+            ahead = self.workers + 1
+            pending = {i: submit(i) for i in range(min(ahead, len(starts)))}
+            for i, start in enumerate(starts):
+                patches = pending.pop(i).result()
+                if i + ahead < len(starts):
+                    pending[i + ahead] = submit(i + ahead)
+                probs = self.forward(patches)
+                sl = slice(start, start + len(patches))
+                n = len(patches)
+                store.add_predictions(run_id, grid.x[sl], grid.y[sl], np.full(n, size0), np.full(n, size0), probs)
+                done += n
+                if progress:
+                    progress(done, total)
+        return len(grid)
+
+
+def predict_slide(
+    path: str | os.PathLike,
+    model: PatchClassifier,
+    store: ResultStore,
+    tiling: TilingParams | None = None,
+    *,
+    model_id: str | None = None,
+    metadata: dict | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int = DEFAULT_WORKERS,
+    progress: Progress | None = None,
+    recompute: bool = False,
+) -> SlideResult:
+    """Predict every tissue patch of one slide into ``store``; see ``PredictionRunner``.
+
+    Returns the stored run and its predictions: x, y, width, height in level-0 pixels,
+    prob = F(I) in [0, 1].
+    """
+    runner = PredictionRunner(
+        model, model_id=model_id, metadata=metadata, device=device, precision=precision, batch_size=batch_size, workers=workers
+    )
+    return runner.predict_slide(path, store, tiling, progress=progress, recompute=recompute)
+
+
+def slide_paths(paths: list[str | os.PathLike]) -> list[Path]:
+    """Return the slide files named by ``paths`` (folders expand to their slide files, sorted)."""
+    suffixes = {".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm", ".czi", ".png", ".jpg", ".jpeg"}
+    result: list[Path] = []
+    for item in map(Path, paths):
+        if item.is_dir():
+            result += sorted(p for p in item.iterdir() if p.suffix.lower() in suffixes)
+        else:
+            result.append(item)
+    return result
