@@ -118,10 +118,13 @@ class PredictionRunner:
         self.batch_size = max(1, int(batch_size))
         self.workers = max(1, int(workers))
 
-    @torch.inference_mode()
     def forward(self, patches: np.ndarray) -> np.ndarray:
         """Return F(I) in [0, 1] (float32, N) for uint8 NHWC patches."""
-        batch = to_tensor(patches, self.device)
+        return self.forward_tensor(to_tensor(patches, self.device))
+
+    @torch.inference_mode()
+    def forward_tensor(self, batch: torch.Tensor) -> np.ndarray:
+        """Return F(I) in [0, 1] (float32, N) for a float (N, 3, H, W) batch in [0, 1] on the device."""
         with autocast_for(self.device, self.precision):
             logits = self.model(batch)
         return torch.sigmoid(logits.float()).cpu().numpy()
