@@ -1,0 +1,153 @@
+"""Probability heatmaps: patch predictions on a regular grid, rendered over a slide picture.
+
+The predictions of a run sit on the tiling grid, so they become a 2-D array with one cell per
+grid step (NaN where no patch was predicted, e.g. background). Rendering maps each pixel of
+a picture of the slide (a thumbnail, a viewer tile) back to a grid cell through level-0
+coordinates; colours come from a matplotlib colour map. Nothing here imports streamlit.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image
+
+COLORMAPS = ("inferno", "viridis", "magma", "plasma", "turbo", "RdYlBu_r", "jet")
+
+
+@dataclass(frozen=True)
+class ProbabilityGrid:
+    """Probabilities on the tiling grid.
+
+    ``values[r, c]`` is F(I) in [0, 1] (NaN: no patch) of the patch whose display cell covers
+    level-0 x in [x0 + c * step0, x0 + (c + 1) * step0), y likewise. For overlapping patches
+    (stride < size) the cell is the central ``step0`` square of the patch.
+    """
+
+    values: np.ndarray
+    x0: float
+    y0: float
+    step0: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.values.shape
+
+
+def probability_grid(x: np.ndarray, y: np.ndarray, prob: np.ndarray, size0: float, step0: float | None = None) -> ProbabilityGrid:
+    """Return the grid of probabilities of patches with level-0 corners (x, y) and side ``size0``.
+
+    ``step0`` (level-0 grid step) defaults to the smallest positive spacing of the corners,
+    or ``size0`` when there is a single patch.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    y = np.asarray(y, dtype=np.int64)
+    prob = np.asarray(prob, dtype=np.float32)
+    if x.size == 0:
+        return ProbabilityGrid(np.full((0, 0), np.nan, np.float32), 0.0, 0.0, float(size0))
+    if step0 is None:
+        spacings = np.concatenate([np.diff(np.unique(x)), np.diff(np.unique(y))])
+        step0 = float(spacings.min()) if spacings.size else float(size0)
+    xmin, ymin = x.min(), y.min()
+    cols = np.rint((x - xmin) / step0).astype(np.int64)
+    rows = np.rint((y - ymin) / step0).astype(np.int64)
+    values = np.full((rows.max() + 1, cols.max() + 1), np.nan, dtype=np.float32)
+    values[rows, cols] = prob
+    margin = (size0 - step0) / 2
+    return ProbabilityGrid(values, float(xmin + margin), float(ymin + margin), float(step0))
+
+
+def _cells(grid: ProbabilityGrid, width: int, height: int, origin: tuple[float, float], scale: float):
+    """Return per-output-pixel (rows, cols, inside) index arrays into ``grid.values``."""
+    # Frame change: output pixel centre -> level-0 -> grid cell.
+    px = origin[0] + (np.arange(width) + 0.5) * scale
+    py = origin[1] + (np.arange(height) + 0.5) * scale
+    cols = np.floor((px - grid.x0) / grid.step0).astype(np.int64)
+    rows = np.floor((py - grid.y0) / grid.step0).astype(np.int64)
+    n_rows, n_cols = grid.shape
+    col_ok = (cols >= 0) & (cols < n_cols)
+    row_ok = (rows >= 0) & (rows < n_rows)
+    return np.clip(rows, 0, max(n_rows - 1, 0)), np.clip(cols, 0, max(n_cols - 1, 0)), row_ok[:, None] & col_ok[None, :]
+
+
+def render_overlay(
+    grid: ProbabilityGrid,
+    size: tuple[int, int],
+    *,
+    origin: tuple[float, float] = (0.0, 0.0),
+    scale: float = 1.0,
+    colormap: str = "inferno",
+    opacity: float = 0.5,
+    cut: float | None = None,
+    outline: float | None = None,
+    outline_color: tuple[int, int, int] = (0, 255, 255),
+) -> np.ndarray:
+    """Return an RGBA uint8 (height, width, 4) picture of the probabilities.
+
+    Args:
+        size: (width, height) of the picture in pixels.
+        origin: level-0 (x, y) of the picture's top-left corner.
+        scale: level-0 pixels per picture pixel.
+        opacity: alpha in [0, 1] of cells with a prediction.
+        cut: if set, cells with F(I) < cut are transparent.
+        outline: if set, the border of the cells with F(I) >= outline is drawn opaque.
+    """
+    width, height = size
+    rgba = np.zeros((height, width, 4), dtype=np.uint8)
+    if grid.values.size == 0:
+        return rgba
+    rows, cols, inside = _cells(grid, width, height, origin, scale)
+    values = grid.values[rows[:, None], cols[None, :]]
+    values = np.where(inside, values, np.nan)
+    known = np.isfinite(values)
+    lut = (colormaps[colormap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+    index = np.clip(np.nan_to_num(values, nan=0.0) * 255 + 0.5, 0, 255).astype(np.uint8)
+    rgba[..., :3] = lut[index]
+    shown = known if cut is None else known & (values >= cut)
+    rgba[..., 3] = np.where(shown, np.uint8(round(255 * float(np.clip(opacity, 0, 1)))), 0)
+    if outline is not None:
+        above = known & (values >= outline)
+        edge = np.zeros_like(above)
+        # A pixel is on the border if a neighbour (right or below, and their mirrors) differs.
+        edge[:, :-1] |= above[:, :-1] != above[:, 1:]
+        edge[:, 1:] |= above[:, :-1] != above[:, 1:]
+        edge[:-1, :] |= above[:-1, :] != above[1:, :]
+        edge[1:, :] |= above[:-1, :] != above[1:, :]
+        edge &= above
+        rgba[edge, :3] = outline_color
+        rgba[edge, 3] = 255
+    return rgba
+
+
+def composite(base: np.ndarray, overlay: np.ndarray) -> np.ndarray:
+    """Return RGB uint8: the RGBA ``overlay`` alpha-blended over the RGB ``base`` (same size)."""
+    alpha = overlay[..., 3:4].astype(np.float32) / 255.0
+    out = base.astype(np.float32) * (1 - alpha) + overlay[..., :3].astype(np.float32) * alpha
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def heatmap_over_thumbnail(
+    thumbnail: np.ndarray,
+    slide_dimensions: tuple[int, int],
+    grid: ProbabilityGrid,
+    **render: object,
+) -> np.ndarray:
+    """Return the thumbnail (RGB) with the probability overlay blended over it.
+
+    The thumbnail covers the whole slide; its scale is level-0 width / thumbnail width.
+    ``render`` takes the keyword arguments of ``render_overlay``.
+    """
+    height, width = thumbnail.shape[:2]
+    scale = slide_dimensions[0] / width
+    overlay = render_overlay(grid, (width, height), scale=scale, **render)
+    return composite(thumbnail, overlay)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Return ``image`` (RGB or RGBA uint8) encoded as PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
