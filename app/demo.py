@@ -1,4 +1,4 @@
-"""Creates the demo cohort on first start, with a progress bar."""
+"""First start: creates the demo cohort and the demo model when they are absent, with progress bars."""
 
 from __future__ import annotations
 
@@ -23,3 +23,23 @@ def ensure_demo_cohort() -> Path:
     make_demo_cohort(folder, progress=progress)
     bar.empty()
     return folder
+
+
+def ensure_demo_model() -> Path | None:
+    """Return the demo checkpoint, training it first (with a progress bar) if it is absent or unusable."""
+    try:
+        from core.training import ensure_demo_model as ensure
+    except ImportError:  # training not available: the app still works with other checkpoints
+        return None
+    from app.context import DEMO_MODEL
+
+    if DEMO_MODEL.exists():
+        return DEMO_MODEL
+    bar = st.progress(0.0, text="Training the demo model on the synthetic cohort (first start only)...")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / max(total, 1), text=f"Training the demo model: {done}/{total}")
+
+    path = ensure(progress=progress)
+    bar.empty()
+    return path

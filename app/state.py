@@ -1,7 +1,19 @@
 """Session-state keys shared by the frame and the pages (one constant per key)."""
 
 DATA_DIR = "data_dir"
+MODEL_CHOICE = "model_choice"
+MODEL_UPLOAD = "model_upload"
+UPLOAD_DIR = "upload_dir"
+UPLOADED_SLIDES = "uploaded_slides"
 THRESHOLD = "threshold"
 SELECTED_SLIDE = "selected_slide"
+SELECTED_PATCH = "selected_patch"  # dict: slide, path, x, y, size0, level, patch_size, prob
+OPACITY = "heatmap_opacity"
+COLORMAP = "heatmap_colormap"
+SHOW_ANNOTATIONS = "show_annotations"
+CUT_BELOW_T = "cut_below_t"
+OVERVIEW_CHART = "overview_chart"
+EVAL_MODE = "evaluation_mode"
 
 DEFAULT_THRESHOLD = 0.5
+DEFAULT_OPACITY = 0.45

@@ -805,6 +805,25 @@ class ResultStore:
             run = self._get_run(conn, run_id)
             return self._read_arrays(conn, run.id, run.slide_name)
 
+    def run_summaries(self, model_id: str, params: dict) -> dict[str, dict]:
+        """Return slide name -> {run_id, status, n_done, n_total, max_prob} for this model and params.
+
+        One aggregate query: what a cohort table needs without reading every prediction.
+        ``max_prob`` is F(I) in [0, 1] of the slide's most suspicious patch (None if no rows).
+        """
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT s.name, r.id, r.status, r.n_total, "
+                "(SELECT COUNT(*) FROM predictions AS p WHERE p.run_id = r.id), "
+                "(SELECT MAX(prob) FROM predictions AS p WHERE p.run_id = r.id) "
+                "FROM runs AS r JOIN slides AS s ON s.id = r.slide_id WHERE r.model_id = ? AND r.params = ? ORDER BY r.id",
+                (model_id, _canonical_json(params, "run params")),
+            ).fetchall()
+        return {
+            name: {"run_id": run_id, "status": status, "n_total": n_total, "n_done": n_done, "max_prob": max_prob}
+            for name, run_id, status, n_total, n_done, max_prob in rows
+        }
+
     def predictions_for_model(self, model_id: str, params: dict | None = None) -> dict[str, PatchPredictions]:
         """Return slide name -> predictions of that slide's complete run with this model.
 

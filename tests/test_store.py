@@ -551,3 +551,22 @@ def test_threads_share_one_store(store: ResultStore, slide: SlideRecord):
     assert errors == []
     runs = store.runs(model_id="m")
     assert len(runs) == 4 and all(r.status == "complete" and r.n_done == 2000 for r in runs)
+
+
+def test_run_summaries_aggregate_per_slide(tmp_path):
+    """The cohort table's query: max probability and counts per slide without reading every row."""
+    import numpy as np
+
+    from core.store import ResultStore
+
+    slide_file = tmp_path / "s1.tiff"
+    slide_file.write_bytes(b"slide one")
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        record = store.register_slide(slide_file, width=100, height=100, mpp=None)
+        store.register_model("m1", arch="tiny", metadata={})
+        run = store.get_or_create_run(record.id, "m1", {"tiling": {"level": 0}})
+        store.set_total(run.id, 3)
+        store.add_predictions(run.id, np.array([0, 10]), np.array([0, 0]), 10, 10, np.array([0.2, 0.7]))
+        summary = store.run_summaries("m1", {"tiling": {"level": 0}})
+        assert summary == {"s1": {"run_id": run.id, "status": "running", "n_total": 3, "n_done": 2, "max_prob": 0.7}}
+        assert store.run_summaries("m1", {"tiling": {"level": 1}}) == {}

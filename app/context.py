@@ -1,0 +1,211 @@
+"""What every page works on: the data folder, its slides, the results store, the model.
+
+Models, stores and slide handles are shared resources (``st.cache_resource``, read-only
+use); tables and pictures are cached data keyed by ids and file times. Every slide path goes
+through ``core.paths.resolve_within`` before it is opened.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app import state
+from core.annotations import load_tumors
+from core.errors import PathologyError
+from core.inference import PredictionRunner, run_params, slide_paths
+from core.model import load_checkpoint
+from core.paths import REPO_ROOT, data_dirs, resolve_within
+from core.slide_io import Slide, open_slide
+from core.store import ResultStore
+from core.tiling import TilingParams
+
+DEMO_MODEL = REPO_ROOT / "models" / "demo-tiny.pt"
+DEMO_LABEL = "Demo model (tiny CNN, synthetic data)"
+
+
+# -- folders and uploads ----------------------------------------------------------------------
+def data_dir() -> Path:
+    """Return the data folder chosen in the sidebar."""
+    return Path(st.session_state[state.DATA_DIR])
+
+
+def upload_dir() -> Path:
+    """Return this session's private folder for uploaded files (created on first use)."""
+    if state.UPLOAD_DIR not in st.session_state:
+        st.session_state[state.UPLOAD_DIR] = tempfile.mkdtemp(prefix="pathex-upload-")
+    return Path(st.session_state[state.UPLOAD_DIR])
+
+
+def allowed_roots() -> list[Path]:
+    """Return the folders whose files may be opened: the data folders and this session's uploads."""
+    return [*data_dirs(), upload_dir()]
+
+
+def save_upload(uploaded, subfolder: str) -> Path:
+    """Write a Streamlit UploadedFile into the private upload folder; return its path."""
+    name = Path(uploaded.name).name  # never trust a client-side path
+    folder = upload_dir() / subfolder
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(uploaded.getbuffer())
+    return path
+
+
+# -- slides -------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False)
+def _cohort(folder: str, stamp: float) -> pd.DataFrame:
+    root = Path(folder)
+    cohort_csv = root / "cohort.csv"
+    if cohort_csv.exists():
+        table = pd.read_csv(cohort_csv, dtype=str).fillna("")
+        if "slide" not in table.columns or "label" not in table.columns:
+            raise PathologyError(f"{cohort_csv} must have the columns slide,label[,split]")
+        if "split" not in table.columns:
+            table["split"] = ""
+        found = {p.stem: p for p in slide_paths([root / "slides" if (root / "slides").is_dir() else root])}
+        table["path"] = [str(found[name]) if name in found else "" for name in table["slide"]]
+    else:
+        found = slide_paths([root / "slides" if (root / "slides").is_dir() else root])
+        table = pd.DataFrame({"slide": [p.stem for p in found], "label": "", "split": "", "path": [str(p) for p in found]})
+    return table[["slide", "label", "split", "path"]]
+
+
+def cohort() -> pd.DataFrame:
+    """Return the slides of the data folder: slide, label (tumor/normal/''), split, path."""
+    folder = data_dir()
+    stamp = max((folder / "cohort.csv").stat().st_mtime if (folder / "cohort.csv").exists() else 0, folder.stat().st_mtime)
+    table = _cohort(str(folder), stamp).copy()
+    uploaded = st.session_state.get(state.UPLOADED_SLIDES, {})
+    if uploaded:
+        extra = pd.DataFrame({"slide": list(uploaded), "label": "", "split": "uploaded", "path": list(uploaded.values())})
+        table = pd.concat([table, extra], ignore_index=True)
+    return table
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _slide(path: str, mtime: float) -> Slide:
+    return open_slide(path)
+
+
+def slide(path: str | Path) -> Slide:
+    """Return the shared handle of a slide, after checking it lies in an allowed folder."""
+    resolved = resolve_within(path, allowed_roots())
+    return _slide(str(resolved), resolved.stat().st_mtime)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _thumbnail(path: str, mtime: float, max_size: int) -> np.ndarray:
+    return _slide(path, mtime).thumbnail(max_size)
+
+
+def thumbnail(path: str | Path, max_size: int = 1024) -> np.ndarray:
+    """Return an RGB thumbnail (longer side ``max_size``) of an allowed slide."""
+    resolved = resolve_within(path, allowed_roots())
+    return _thumbnail(str(resolved), resolved.stat().st_mtime, max_size)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _tumors(path: str, mtime: float) -> list:
+    return load_tumors(path)
+
+
+def annotation_path(slide_name: str) -> Path | None:
+    """Return the annotation file of a slide in the data folder (GeoJSON preferred), or None."""
+    for suffix in (".geojson", ".json", ".xml"):
+        candidate = data_dir() / "annotations" / f"{slide_name}{suffix}"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def tumors(slide_name: str) -> list:
+    """Return the tumor polygons (level-0 px) of a slide, [] if it has no annotation file."""
+    path = annotation_path(slide_name)
+    if path is None:
+        return []
+    return _tumors(str(path), path.stat().st_mtime)
+
+
+# -- store and model ----------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def _store(path: str) -> ResultStore:
+    return ResultStore(path)
+
+
+def store() -> ResultStore:
+    """Return the results store of the data folder (``results.sqlite`` inside it)."""
+    return _store(str(data_dir() / "results.sqlite"))
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A checkpoint ready to predict: the runner (model on its device) and its metadata."""
+
+    path: Path
+    label: str
+    runner: PredictionRunner
+    metadata: dict
+
+    @property
+    def model_id(self) -> str:
+        return self.metadata["model_id"]
+
+    @property
+    def model(self):
+        return self.runner.model
+
+    @property
+    def tiling(self) -> TilingParams:
+        return TilingParams(level=int(self.metadata.get("level", 0) or 0), patch_size=int(self.metadata["patch_size"]))
+
+    @property
+    def params(self) -> dict:
+        return run_params(self.tiling)
+
+    @property
+    def is_demo(self) -> bool:
+        return bool(self.metadata.get("demo"))
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=8)
+def _runner(path: str, mtime: float) -> tuple[PredictionRunner, dict]:
+    model, metadata = load_checkpoint(path)
+    return PredictionRunner(model, model_id=metadata["model_id"], metadata=metadata), metadata
+
+
+def model_choices() -> dict[str, Path]:
+    """Return label -> checkpoint path: the demo model, models/ folders, runs/*/best.pt, the upload."""
+    choices: dict[str, Path] = {}
+    if DEMO_MODEL.exists():
+        choices[DEMO_LABEL] = DEMO_MODEL
+    for folder in (REPO_ROOT / "models", data_dir() / "models"):
+        for path in sorted(folder.glob("*.pt")) if folder.is_dir() else []:
+            if path != DEMO_MODEL:
+                choices[f"{path.stem} ({folder.name}/)"] = path
+    runs = REPO_ROOT / "runs"
+    for path in sorted(runs.glob("*/best.pt")) if runs.is_dir() else []:
+        choices[f"run {path.parent.name} (best)"] = path
+    uploaded = st.session_state.get(state.MODEL_UPLOAD)
+    if uploaded:
+        choices[f"uploaded: {Path(uploaded).name}"] = Path(uploaded)
+    return choices
+
+
+def current_model() -> LoadedModel | None:
+    """Return the model chosen in the sidebar, loaded (None if there is none)."""
+    choices = model_choices()
+    label = st.session_state.get(state.MODEL_CHOICE)
+    if label not in choices:
+        if not choices:
+            return None
+        label = next(iter(choices))
+    path = choices[label]
+    runner, metadata = _runner(str(path), path.stat().st_mtime)
+    shown = DEMO_LABEL if path == DEMO_MODEL else label
+    return LoadedModel(path, shown, runner, metadata)

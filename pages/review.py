@@ -1,0 +1,163 @@
+"""Review: pick a slide, run the model, see the heatmap and the decision at t, select a patch."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from app import context, navigation, state, widgets
+from app.figures import PATCH_TRACE, colorbar_figure, slide_overview_figure
+from core.errors import PathologyError
+from core.heatmap import COLORMAPS, heatmap_over_thumbnail, probability_grid
+from core.slide_io import SUPPORTED_HINT
+from core.tiling import label_patches
+
+UPLOAD_TYPES = ["svs", "tif", "tiff", "ndpi", "vms", "vmu", "scn", "mrxs", "svslide", "bif", "dcm", "png", "jpg", "jpeg"]
+
+st.title("Review")
+loaded = widgets.require_model()
+st.caption(widgets.model_caption(loaded))
+t = float(st.session_state[state.THRESHOLD])
+store = context.store()
+
+# -- the cohort table -----------------------------------------------------------------------------
+table = context.cohort()
+summaries = store.run_summaries(loaded.model_id, loaded.params)
+table["max F(I)"] = [summaries.get(name, {}).get("max_prob") for name in table["slide"]]
+table["status"] = [
+    "predicted" if summaries.get(name, {}).get("status") == "complete" else summaries.get(name, {}).get("status", "not yet")
+    for name in table["slide"]
+]
+table[f"decision at t={t:.2f}"] = [
+    "" if m is None or np.isnan(m) else ("cancer" if m >= t else "no cancer") for m in table["max F(I)"].astype(float)
+]
+
+left, right = st.columns([3, 2])
+with left:
+    st.dataframe(table.drop(columns=["path"]), hide_index=True, width="stretch", height=260)
+with right:
+    uploaded = st.file_uploader("Or upload a slide", type=UPLOAD_TYPES, help=SUPPORTED_HINT)
+    if uploaded is not None:
+        path = context.save_upload(uploaded, "slides")
+        try:
+            context.slide(path)
+        except PathologyError as exc:
+            st.error(f"{uploaded.name}: {exc}")
+        else:
+            st.session_state.setdefault(state.UPLOADED_SLIDES, {})[path.stem] = str(path)
+            st.session_state[state.SELECTED_SLIDE] = path.stem
+            table = context.cohort()
+    missing = [name for name, status in zip(table["slide"], table["status"]) if status != "predicted" and table.set_index("slide").loc[name, "path"]]
+    if missing and st.button(f"Run the model on all {len(missing)} slides without predictions", width="stretch"):
+        update, bar = widgets.progress_callback("Predicting the cohort: slide")
+        for i, name in enumerate(missing):
+            try:
+                loaded.runner.predict_slide(context.slide(table.set_index("slide").loc[name, "path"]).path, store, loaded.tiling)
+            except PathologyError as exc:
+                st.error(f"{name}: {exc}")
+            update(i + 1, len(missing))
+        bar.empty()
+        st.rerun()
+
+names = [n for n, p in zip(table["slide"], table["path"]) if p]
+if not names:
+    st.info("This data folder holds no slides.")
+    st.stop()
+if st.session_state.get(state.SELECTED_SLIDE) not in names:
+    st.session_state[state.SELECTED_SLIDE] = names[0]
+name = st.selectbox("Slide", names, key=state.SELECTED_SLIDE)
+row = table.set_index("slide").loc[name]
+
+try:
+    slide = context.slide(row["path"])
+    thumb = context.thumbnail(row["path"], 1024)
+except PathologyError as exc:
+    st.error(f"Cannot open {name}: {exc}")
+    st.stop()
+
+summary = summaries.get(name)
+if summary is None or summary["status"] != "complete":
+    st.info(f"{name} has no complete predictions with this model yet.")
+    if st.button(f"Run the model on {name}", type="primary"):
+        update, bar = widgets.progress_callback(f"Predicting {name}: patch")
+        try:
+            loaded.runner.predict_slide(slide.path, store, loaded.tiling, progress=update)
+        except PathologyError as exc:
+            st.error(str(exc))
+        else:
+            st.rerun()
+        finally:
+            bar.empty()
+    st.image(thumb, caption=f"{name} ({slide.vendor}, {slide.dimensions[0]} x {slide.dimensions[1]} px)")
+    st.stop()
+
+predictions = store.read_predictions(summary["run_id"])
+size0 = int(predictions.width[0]) if len(predictions) else 0
+
+# -- the heatmap and the decision at t ------------------------------------------------------------
+controls = st.columns([1, 1, 1, 1])
+opacity = controls[0].slider("Heatmap opacity", 0.0, 1.0, state.DEFAULT_OPACITY, 0.05, key=state.OPACITY)
+colormap = controls[1].selectbox("Colour map", COLORMAPS, key=state.COLORMAP)
+show_annotations = controls[2].toggle("Annotation outlines", value=True, key=state.SHOW_ANNOTATIONS)
+cut = controls[3].toggle("Hide patches below t", value=False, key=state.CUT_BELOW_T)
+
+try:
+    tumors = context.tumors(name) if row["split"] != "uploaded" else []
+except PathologyError as exc:
+    st.warning(f"Annotations of {name} not shown: {exc}")
+    tumors = []
+
+max_prob = float(predictions.prob.max()) if len(predictions) else 0.0
+n_above = int((predictions.prob >= t).sum())
+decision = "cancer" if n_above else "no cancer"
+metrics = st.columns(4)
+metrics[0].metric(f"Decision at t = {t:.2f}", decision)
+metrics[1].metric("Slide score max F(I)", f"{max_prob:.3f}")
+metrics[2].metric("Patches with F(I) ≥ t", f"{n_above} / {len(predictions)}")
+metrics[3].metric("Ground truth", row["label"] or "unknown")
+
+grid = probability_grid(predictions.x, predictions.y, predictions.prob, size0)
+picture = heatmap_over_thumbnail(
+    thumb, slide.dimensions, grid, colormap=colormap, opacity=opacity, cut=t if cut else None, outline=t
+)
+centres_x = predictions.x + size0 / 2
+centres_y = predictions.y + size0 / 2
+selected_patch = st.session_state.get(state.SELECTED_PATCH)
+selected_index = None
+if selected_patch and selected_patch.get("slide") == name:
+    hit = np.nonzero((predictions.x == selected_patch["x"]) & (predictions.y == selected_patch["y"]))[0]
+    selected_index = int(hit[0]) if hit.size else None
+figure = slide_overview_figure(
+    picture, slide.dimensions, centres_x=centres_x, centres_y=centres_y, probs=predictions.prob,
+    tumors=tumors if show_annotations else None, selected=selected_index,
+)
+st.caption("Cyan outlines: patches with F(I) ≥ t. Click a patch (or box-select an area) to inspect it.")
+event = st.plotly_chart(figure, key=f"{state.OVERVIEW_CHART}-{name}", on_select="rerun", selection_mode=("points", "box"), width="stretch")
+st.plotly_chart(colorbar_figure(colormap, t), width="stretch", config={"displayModeBar": False})
+
+points = [p for p in (event.selection.points if event else []) if p.get("curve_number", 0) == 0]
+if points:
+    chosen = [int(p["point_index"]) for p in points]
+    best = max(chosen, key=lambda i: predictions.prob[i])  # in a box, the most suspicious patch
+    st.session_state[state.SELECTED_PATCH] = {
+        "slide": name, "path": str(slide.path), "x": int(predictions.x[best]), "y": int(predictions.y[best]),
+        "size0": size0, "level": loaded.tiling.level, "patch_size": loaded.tiling.patch_size, "prob": float(predictions.prob[best]),
+    }
+    selected_patch = st.session_state[state.SELECTED_PATCH]
+    if len(chosen) > 1:
+        st.caption(f"{len(chosen)} patches selected; showing the one with the highest F(I).")
+
+# -- the selected patch ---------------------------------------------------------------------------
+if selected_patch and selected_patch.get("slide") == name:
+    x, y = selected_patch["x"], selected_patch["y"]
+    label = bool(label_patches([x], [y], size0, size0, tumors)[0]) if tumors else None
+    level0 = slide.read_region((x, y), 0, (size0, size0)) if size0 <= 1024 else slide.read_region((x, y), loaded.tiling.level, (loaded.tiling.patch_size,) * 2)
+    col_img, col_info = st.columns([1, 1])
+    col_img.image(widgets.patch_with_inner_square(level0), caption=f"Patch at level-0 ({x}, {y}), {size0} px; cyan: inner square")
+    with col_info:
+        st.metric("F(I), probability of cancer", f"{selected_patch['prob']:.3f}")
+        st.write(f"Called **{'cancer' if selected_patch['prob'] >= t else 'no cancer'}** at t = {t:.2f}.")
+        if label is not None:
+            st.write(f"Annotation label (inner square touches a tumor): **{'tumor' if label else 'normal'}**.")
+        if st.button("Explain this patch", type="primary"):
+            st.switch_page(navigation.page("explain.py"))
