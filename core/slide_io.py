@@ -196,6 +196,11 @@ class Slide:
         return dict(self._osr.properties)
 
     @property
+    def openslide(self) -> openslide.AbstractSlide:
+        """The underlying OpenSlide handle (for OpenSlide tools such as DeepZoomGenerator)."""
+        return self._live()
+
+    @property
     def is_closed(self) -> bool:
         return self._osr is None
 

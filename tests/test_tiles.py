@@ -1,0 +1,54 @@
+"""Map tiles: geometry, pixels against direct reads, white outside, overlay colours."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.heatmap import probability_grid
+from core.slide_io import Slide
+from core.tiles import SlideTiler, max_zoom, overlay_tile, tile_bounds, world_side
+
+
+def decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def test_world_geometry():
+    assert max_zoom((2048, 1536)) == 3 and world_side((2048, 1536)) == 2048
+    assert max_zoom((2049, 100)) == 4
+    assert max_zoom((100, 100)) == 0
+    assert tile_bounds((2048, 1536), 3, 2, 1) == (512, 256, 1.0)
+    assert tile_bounds((2048, 1536), 1, 1, 0) == (1024, 0, 4.0)
+
+
+def test_slide_tiles_match_reads(tissue_slide):
+    path, image = tissue_slide
+    tiler = SlideTiler(Slide(path), quality=95)
+    full = decode(tiler.tile(3, 2, 1))
+    assert full.shape == (256, 256, 3)
+    assert np.abs(full.astype(int) - image[256:512, 512:768]).mean() < 3
+    # Zoom 2: one tile pixel = 2 level-0 pixels (level 1 of the pyramid).
+    half = decode(tiler.tile(2, 1, 0))
+    assert np.abs(half.astype(int) - image[::2, ::2][0:256, 256:512]).mean() < 3
+    # The world is 2048 x 2048: rows below the slide's 1536 px are white.
+    bottom = decode(tiler.tile(3, 0, 7))
+    assert bottom.min() > 245
+    with pytest.raises(ValueError):
+        tiler.tile(4, 0, 0)
+    assert tiler.tile(3, 2, 1) is tiler.tile(3, 2, 1)  # cached
+
+
+def test_overlay_tile_colours_follow_probabilities():
+    grid = probability_grid(np.array([0, 256]), np.array([0, 0]), [0.0, 1.0], size0=256)
+    rgba = decode(overlay_tile(grid, (2048, 2048), 3, 0, 0, colormap="viridis"))
+    assert rgba.shape == (256, 256, 4) and rgba[..., 3].min() == 255  # tile (3,0,0) = patch 0
+    right = decode(overlay_tile(grid, (2048, 2048), 3, 1, 0, colormap="viridis"))
+    assert right[0, 0, :3].tolist() != rgba[0, 0, :3].tolist()
+    empty = decode(overlay_tile(grid, (2048, 2048), 3, 5, 5))
+    assert empty[..., 3].max() == 0
+    cut = decode(overlay_tile(grid, (2048, 2048), 2, 0, 0, cut=0.5))
+    assert cut[10, 10, 3] == 0 and cut[10, 70, 3] == 255  # zoom 2: patch 1 spans columns 64..127
