@@ -51,4 +51,4 @@ def test_overlay_tile_colours_follow_probabilities():
     empty = decode(overlay_tile(grid, (2048, 2048), 3, 5, 5))
     assert empty[..., 3].max() == 0
     cut = decode(overlay_tile(grid, (2048, 2048), 2, 0, 0, cut=0.5))
-    assert cut[10, 10, 3] == 0 and cut[10, 70, 3] == 255  # zoom 2: patch 1 spans columns 64..127
+    assert cut[10, 10, 3] == 0 and cut[10, 130, 3] == 255  # zoom 2 (2 px per tile px): patch 1 spans columns 128..255
