@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import streamlit as st
@@ -26,7 +27,12 @@ def ensure_demo_cohort() -> Path:
 
 
 def ensure_demo_model() -> Path | None:
-    """Return the demo checkpoint, training it first (with a progress bar) if it is absent or unusable."""
+    """Return the demo checkpoint, training it first (with a progress bar) if it is absent.
+
+    ``PATHEX_NO_DEMO_TRAINING=1`` turns the training off (tests that bring their own model).
+    """
+    if os.environ.get("PATHEX_NO_DEMO_TRAINING") == "1":
+        return None
     try:
         from core.training import ensure_demo_model as ensure
     except ImportError:  # training not available: the app still works with other checkpoints

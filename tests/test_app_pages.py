@@ -33,6 +33,7 @@ def app_data(demo_cohort, tmp_path_factory):
 @pytest.fixture()
 def app(app_data, monkeypatch):
     monkeypatch.setenv("PATHEX_DEMO_DIR", str(app_data))
+    monkeypatch.setenv("PATHEX_NO_DEMO_TRAINING", "1")
     at = AppTest.from_file(MAIN, default_timeout=120)
     return at
 
@@ -61,3 +62,43 @@ def test_review_predicts_and_decides_at_t(app):
     at.sidebar.slider[0].set_value(max(0.0, round(score - 0.01, 2))).run()
     assert next(m for m in at.metric if m.label.startswith("Decision at t")).value == "cancer"
     assert not at.exception
+
+
+@pytest.fixture(scope="module")
+def predicted(app_data):
+    """Predictions of the test model for every slide of the app's cohort, in its store."""
+    from core.inference import predict_slide
+    from core.model import load_checkpoint
+    from core.store import ResultStore
+    from core.tiling import TilingParams
+
+    model, meta = load_checkpoint(app_data / "models" / "test-tiny.pt")
+    with ResultStore(app_data / "results.sqlite") as store:
+        for path in sorted((app_data / "slides").glob("*.tiff")):
+            predict_slide(path, model, store, TilingParams(level=1, patch_size=64), model_id=meta["model_id"], metadata=meta, device="cpu")
+    return app_data
+
+
+def metric(at, prefix):
+    return next(m for m in at.metric if m.label.startswith(prefix)).value
+
+
+def test_threshold_page_moves_markers_with_t(app, predicted):
+    at = choose_test_model(app.run())
+    at.switch_page(str(ROOT / "pages" / "threshold.py")).run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Threshold tuning"
+    assert [h.value for h in at.header] == [
+        "1. Can we detect cancer somewhere in the slide?", "2. Can we detect cancer in patches?", "3. Do we detect the individual tumors?"
+    ]
+    at.sidebar.slider[0].set_value(0.0).run()
+    found_low = metric(at, "Tumors found at t")
+    assert metric(at, "Slide accuracy at t = 0.00") == "50.0%"  # every slide called tumor: 2 of 4 right
+    at.sidebar.slider[0].set_value(1.0).run()
+    assert not at.exception
+    found_high, total = metric(at, "Tumors found at t").split(" / ")
+    assert found_low.split(" / ")[0] == total and int(found_high) < int(total)
+    assert metric(at, "AvgFP") == "0.00"
+    at.radio[0].set_value("Camelyon16 (official evaluation)").run()
+    assert not at.exception, at.exception
+    assert "Camelyon16 mode" in " ".join(m.value for m in at.markdown)

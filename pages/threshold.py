@@ -1,0 +1,165 @@
+"""Threshold tuning: slide ROC, patch ROC / PR, FROC and confusion matrices at the shared t."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import streamlit as st
+
+from app import context, state, widgets
+from app.figures import confusion_figure, froc_figure, pr_figure, roc_figure
+from core.evaluation import FROC_TARGETS, evaluate_cohort, load_cohort_tumors
+from core.errors import PathologyError
+
+st.title("Threshold tuning")
+loaded = widgets.require_model()
+st.caption(widgets.model_caption(loaded))
+t = float(st.session_state[state.THRESHOLD])
+store = context.store()
+
+
+@st.cache_data(show_spinner="Evaluating the cohort (once; moving t does not recompute)...", max_entries=32)
+def evaluate(db: str, model_id: str, params_json: str, runs_key: tuple, labels_json: str, annotations: str, mode: str, mpp_json: str):
+    """Return the cohort evaluation; keyed by the runs it reads, so new predictions refresh it."""
+    labels = json.loads(labels_json)
+    predictions = context._store(db).predictions_for_model(model_id, json.loads(params_json))
+    predictions = {name: predictions[name] for name in labels if name in predictions}
+    tumors = load_cohort_tumors(annotations, list(labels))
+    mpp = {k: v for k, v in json.loads(mpp_json).items() if k in labels}
+    return evaluate_cohort(predictions, labels, tumors, mode=mode, mpp=mpp or None)
+
+
+table = context.cohort()
+table = table[table["label"].isin(["tumor", "normal"])]
+splits = sorted(s for s in table["split"].unique() if s)
+split = st.segmented_control("Slides", ["all", *splits], default="all", key="threshold_split") or "all"
+if split != "all":
+    table = table[table["split"] == split]
+summaries = store.run_summaries(loaded.model_id, loaded.params)
+done = [n for n in table["slide"] if summaries.get(n, {}).get("status") == "complete"]
+missing = [n for n in table["slide"] if n not in done]
+if missing:
+    st.info(f"{len(missing)} of {len(table)} slides have no predictions with this model yet; the evaluation uses the {len(done)} that do.")
+    if st.button(f"Run the model on the {len(missing)} missing slides"):
+        update, bar = widgets.progress_callback("Predicting the cohort: slide")
+        paths = table.set_index("slide")["path"]
+        for i, name in enumerate(missing):
+            try:
+                loaded.runner.predict_slide(context.slide(paths[name]).path, store, loaded.tiling)
+            except PathologyError as exc:
+                st.error(f"{name}: {exc}")
+            update(i + 1, len(missing))
+        bar.empty()
+        st.rerun()
+if not done:
+    st.stop()
+
+mode_label = st.radio("FROC mode", ["patch (source material)", "Camelyon16 (official evaluation)"], horizontal=True, key=state.EVAL_MODE)
+mode = "camelyon16" if mode_label.startswith("Camelyon16") else "patch"
+labels = {n: l for n, l in zip(table["slide"], table["label"]) if n in done}
+mpp = {s.name: s.mpp for s in store.slides() if s.mpp}
+runs_key = tuple(sorted(summaries[n]["run_id"] for n in done))
+try:
+    result = evaluate(
+        str(store.path), loaded.model_id, json.dumps(loaded.params, sort_keys=True), runs_key,
+        json.dumps(labels, sort_keys=True), str(context.data_dir() / "annotations"), mode, json.dumps(mpp, sort_keys=True),
+    )
+except PathologyError as exc:
+    st.error(f"The cohort cannot be evaluated: {exc}")
+    st.stop()
+for warning in result.warnings:
+    st.warning(warning)
+report = result.at_threshold(t)
+
+
+def pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+# -- 1. slides ------------------------------------------------------------------------------------
+st.header("1. Can we detect cancer somewhere in the slide?")
+st.markdown(
+    "A slide is called positive when **at least one** of its patches has F(I) ≥ t; its score is the "
+    "largest F(I) over its patches. The ROC curve sweeps t over the slide scores."
+)
+s = report.slide
+cols = st.columns(4)
+cols[0].metric(f"Slide accuracy at t = {t:.2f}", pct(s.accuracy))
+cols[1].metric("Sensitivity", pct(s.sensitivity))
+cols[2].metric("Specificity", pct(s.specificity))
+cols[3].metric("Slide ROC-AUC", "n/a" if result.slide_auc is None else f"{result.slide_auc:.3f}")
+left, right = st.columns(2)
+fpr_t = (s.fp / (s.fp + s.tn)) if s.fp + s.tn else None
+tpr_t = (s.tp / (s.tp + s.fn)) if s.tp + s.fn else None
+left.plotly_chart(
+    roc_figure(result.slide.fpr, result.slide.tpr, (fpr_t, tpr_t) if fpr_t is not None and tpr_t is not None else None,
+               title="Slide ROC", auc=result.slide_auc, threshold=t),
+    width="stretch",
+)
+right.plotly_chart(confusion_figure([[s.tn, s.fp], [s.fn, s.tp]], title=f"Slides at t = {t:.2f}"), width="stretch")
+high = result.at_threshold(0.99).slide
+st.caption(
+    f"At t = 0.99 the slide accuracy is {pct(high.accuracy)}: a threshold close to 1 can classify slides well "
+    "while saying nothing about *where* the cancer is — which is what the next two questions ask."
+)
+
+# -- 2. patches -----------------------------------------------------------------------------------
+st.header("2. Can we detect cancer in patches?")
+st.markdown(
+    f"A patch is a tumor patch when its inner square (the central {int(result.inner_fraction * 100)}% of its side) "
+    "touches a tumor annotation. Each patch is called positive when F(I) ≥ t."
+)
+p = report.patch
+cols = st.columns(4)
+cols[0].metric("Patch ROC-AUC", "n/a" if result.patch_auc is None else f"{result.patch_auc:.3f}")
+cols[1].metric("Average precision", "n/a" if result.patch.average_precision is None else f"{result.patch.average_precision:.3f}")
+cols[2].metric(f"Sensitivity at t = {t:.2f}", pct(p.sensitivity))
+cols[3].metric("Precision", pct(p.precision))
+fpr, tpr, _ = result.patch.roc_curve()
+precision, recall, _ = result.patch.pr_curve()
+a, b, c = st.columns(3)
+point = (1 - p.specificity, p.sensitivity) if p.specificity is not None and p.sensitivity is not None else None
+a.plotly_chart(roc_figure(fpr, tpr, point, title="Patch ROC", auc=result.patch_auc, threshold=t), width="stretch")
+b.plotly_chart(
+    pr_figure(precision, recall, (p.sensitivity, p.precision) if p.sensitivity is not None and p.precision is not None else None,
+              ap=result.patch.average_precision, threshold=t),
+    width="stretch",
+)
+c.plotly_chart(confusion_figure(p.confusion_matrix, title=f"Patches at t = {t:.2f}"), width="stretch")
+example = result.at_threshold(0.75).patch
+st.caption(
+    f"The source material's example threshold t = 0.75 gives here: {example.tp:,} true positives, {example.fp:,} false positives, "
+    f"{example.fn:,} false negatives, {example.tn:,} true negatives."
+)
+
+# -- 3. tumors ------------------------------------------------------------------------------------
+st.header("3. Do we detect the individual tumors?")
+if mode == "patch":
+    st.markdown(
+        "**FROC** — for each t: *sensitivity* is the share of all tumors (connected annotated regions, all slides) "
+        "that contain at least one patch with F(I) ≥ t; *AvgFP* is the mean number of patches with F(I) ≥ t on the "
+        "slides without cancer. The FROC score is the mean sensitivity at AvgFP = 1/4, 1/2, 1, 2, 4 and 8."
+    )
+else:
+    st.markdown(
+        "**Camelyon16 mode** (the challenge's official rules): detections are local maxima of the probabilities "
+        "(non-maximum suppression); tumors are the annotations dilated by 75 µm; isolated tumor cells (major axis "
+        "< 275 µm) neither count nor are missed; false positives are averaged over *all* slides."
+    )
+f = report.froc
+cols = st.columns(4)
+cols[0].metric("FROC score", "n/a" if result.froc_score is None else f"{result.froc_score:.3f}")
+cols[1].metric(f"Tumors found at t = {t:.2f}", f"{f.n_detected} / {result.n_tumors}")
+cols[2].metric("Sensitivity", pct(f.sensitivity))
+cols[3].metric("AvgFP", "n/a" if f.avg_fp is None else f"{f.avg_fp:.2f}")
+if result.froc_score is None and result.froc.score_reason:
+    st.caption(result.froc.score_reason)
+st.plotly_chart(
+    froc_figure(result.froc.avg_fp, result.froc.sensitivity, (f.avg_fp, f.sensitivity), score=result.froc_score,
+                targets=FROC_TARGETS, target_sensitivity=result.froc.target_sensitivity, threshold=t,
+                title="FROC" + (" (Camelyon16 mode)" if mode == "camelyon16" else "")),
+    width="stretch",
+)
+with st.expander("Per-slide table at t"):
+    st.dataframe(result.slide_table(t), hide_index=True, width="stretch")
