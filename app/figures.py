@@ -182,3 +182,82 @@ def confusion_figure(matrix: list[list[int]], *, title: str, labels=("normal", "
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(title=dict(text=title, font=dict(size=15)), height=260, margin=dict(l=10, r=10, t=40, b=10))
     return fig
+
+
+# -- the deep-zoom viewer -------------------------------------------------------------------------
+def slide_viewer_figure(
+    dimensions: tuple[int, int],
+    slide_tiles: str,
+    overlay_tiles: str | None,
+    *,
+    opacity: float = 0.45,
+    centres_x: np.ndarray | None = None,
+    centres_y: np.ndarray | None = None,
+    probs: np.ndarray | None = None,
+    tumors: list | None = None,
+    selected: int | None = None,
+    height: int = 620,
+    revision: str = "viewer",
+) -> go.Figure:
+    """Return a pan-and-zoom viewer: slide and overlay tiles in a MapLibre map (plotly Scattermap).
+
+    The slide lives on a Web-Mercator world square (core.tiles); ``slide_tiles`` and
+    ``overlay_tiles`` are root-relative URL templates ``.../{z}/{x}/{y}``. Patch centres are
+    an invisible, selectable marker trace (click or box-select); tumors are outlines.
+    Everything works offline: the style has no glyphs, sprites or remote sources.
+    """
+    from core.tiles import max_zoom, to_lonlat
+
+    width0, height0 = dimensions
+    top = max_zoom(dimensions)
+    (west, east), (north, south) = to_lonlat([0, width0], [0, height0], dimensions)
+    bounds = [float(max(west, -179.99)), float(max(south, -85.05)), float(min(east, 179.99)), float(min(north, 85.05))]
+    sources = {"slide": {"type": "raster", "tiles": [slide_tiles], "tileSize": 256, "maxzoom": top, "bounds": bounds}}
+    layers = [
+        {"id": "glass", "type": "background", "paint": {"background-color": "#f4f4f4"}},
+        {"id": "slide", "type": "raster", "source": "slide", "paint": {"raster-fade-duration": 0}},
+    ]
+    if overlay_tiles:
+        sources["overlay"] = {"type": "raster", "tiles": [overlay_tiles], "tileSize": 256, "maxzoom": top, "bounds": bounds}
+        layers.append(
+            {"id": "overlay", "type": "raster", "source": "overlay",
+             "paint": {"raster-opacity": float(opacity), "raster-fade-duration": 0, "raster-resampling": "nearest"}}
+        )
+    style = {"version": 8, "sources": sources, "layers": layers}
+
+    fig = go.Figure()
+    if centres_x is not None and len(centres_x):
+        lon, lat = to_lonlat(centres_x, centres_y, dimensions)
+        fig.add_trace(
+            go.Scattermap(
+                lon=lon, lat=lat, mode="markers", name=PATCH_TRACE, customdata=probs,
+                marker=dict(size=9, color="rgba(0,0,0,0)"),
+                hovertemplate="F(I) = %{customdata:.3f}<extra></extra>",
+                selected=dict(marker=dict(color="cyan", size=12)), unselected=dict(marker=dict(opacity=0)),
+                showlegend=False,
+            )
+        )
+    if tumors:
+        xs, ys = outline_xy(tumors)
+        valid = np.array([v is not None for v in xs])
+        lon = np.full(len(xs), np.nan)
+        lat = np.full(len(xs), np.nan)
+        if valid.any():
+            lon[valid], lat[valid] = to_lonlat(np.array(xs, dtype=object)[valid].astype(float), np.array(ys, dtype=object)[valid].astype(float), dimensions)
+        fig.add_trace(
+            go.Scattermap(lon=[None if np.isnan(v) else v for v in lon], lat=[None if np.isnan(v) else v for v in lat], mode="lines",
+                          name="tumor annotation", line=dict(color="#39ff14", width=2), hoverinfo="skip")
+        )
+    if selected is not None and centres_x is not None:
+        lon, lat = to_lonlat([centres_x[selected]], [centres_y[selected]], dimensions)
+        fig.add_trace(go.Scattermap(lon=lon, lat=lat, mode="markers", name="selected patch", marker=dict(size=18, color="cyan", opacity=0.6), hoverinfo="skip"))
+    # Fit the slide in an ~900 x 600 px view: MapLibre's world is 512 * 2**zoom px wide.
+    fit = np.log2(min(900 / (512 * width0 / (256 * 2**top)), 600 / (512 * height0 / (256 * 2**top))))
+    centre_lon, centre_lat = to_lonlat([width0 / 2], [height0 / 2], dimensions)
+    fig.update_layout(
+        map=dict(style=style, center=dict(lon=float(centre_lon[0]), lat=float(centre_lat[0])), zoom=float(fit),
+                 bounds=dict(west=bounds[0], south=bounds[1], east=bounds[2], north=bounds[3])),
+        height=height, margin=dict(l=0, r=0, t=0, b=0), uirevision=revision, showlegend=bool(tumors),
+        legend=dict(orientation="h", yanchor="bottom", y=0.0, xanchor="left", x=0.0, bgcolor="rgba(255,255,255,0.7)"),
+    )
+    return fig

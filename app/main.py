@@ -14,53 +14,64 @@ if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts only app/ on t
 
 import streamlit as st  # noqa: E402
 
-from app import context, navigation, state  # noqa: E402
-from app.demo import ensure_demo_cohort, ensure_demo_model  # noqa: E402
-from core.device import device_label  # noqa: E402
-from core.errors import PathologyError  # noqa: E402
-from core.paths import data_dirs  # noqa: E402
+from app import tile_server  # noqa: E402
 
-st.set_page_config(page_title="Pathology Explorer", page_icon=":microscope:", layout="wide")
 
-ensure_demo_cohort()
-ensure_demo_model()
-folders = [str(d) for d in data_dirs() if d.is_dir()]
-st.session_state.setdefault(state.DATA_DIR, folders[0])
-st.session_state.setdefault(state.THRESHOLD, state.DEFAULT_THRESHOLD)
+def run_frame() -> None:
+    """The script each browser session runs: sidebar shared by every page, then the page."""
+    from app import context, navigation, state
+    from app.demo import ensure_demo_cohort, ensure_demo_model
+    from core.device import device_label
+    from core.errors import PathologyError
+    from core.paths import data_dirs
 
-with st.sidebar:
-    st.markdown("## Pathology Explorer")
-    st.selectbox("Data folder", folders, key=state.DATA_DIR, format_func=lambda p: f"{Path(p).name}/ (demo, synthetic)" if p == folders[0] else p)
-    choices = context.model_choices()
-    if choices:
-        st.session_state.setdefault(state.MODEL_CHOICE, next(iter(choices)))
-        if st.session_state[state.MODEL_CHOICE] not in choices:
-            st.session_state[state.MODEL_CHOICE] = next(iter(choices))
-        st.selectbox("Model", list(choices), key=state.MODEL_CHOICE)
-    uploaded = st.file_uploader("Upload a checkpoint (.pt)", type=["pt", "pth"], key="checkpoint_uploader")
-    if uploaded is not None:
-        path = context.save_upload(uploaded, "models")
+    st.set_page_config(page_title="Pathology Explorer", page_icon=":microscope:", layout="wide")
+
+    ensure_demo_cohort()
+    ensure_demo_model()
+    folders = [str(d) for d in data_dirs() if d.is_dir()]
+    st.session_state.setdefault(state.DATA_DIR, folders[0])
+    st.session_state.setdefault(state.THRESHOLD, state.DEFAULT_THRESHOLD)
+
+    with st.sidebar:
+        st.markdown("## Pathology Explorer")
+        st.selectbox("Data folder", folders, key=state.DATA_DIR, format_func=lambda p: f"{Path(p).name}/ (demo, synthetic)" if p == folders[0] else p)
+        choices = context.model_choices()
+        if choices:
+            st.session_state.setdefault(state.MODEL_CHOICE, next(iter(choices)))
+            if st.session_state[state.MODEL_CHOICE] not in choices:
+                st.session_state[state.MODEL_CHOICE] = next(iter(choices))
+            st.selectbox("Model", list(choices), key=state.MODEL_CHOICE)
+        uploaded = st.file_uploader("Upload a checkpoint (.pt)", type=["pt", "pth"], key="checkpoint_uploader")
+        if uploaded is not None:
+            path = context.save_upload(uploaded, "models")
+            try:
+                from core.model import load_checkpoint
+
+                load_checkpoint(path)
+            except PathologyError as exc:
+                st.error(f"{uploaded.name}: {exc}")
+            else:
+                if st.session_state.get(state.MODEL_UPLOAD) != str(path):
+                    st.session_state[state.MODEL_UPLOAD] = str(path)
+                    st.session_state[state.MODEL_CHOICE] = f"uploaded: {path.name}"
+                    st.rerun()
         try:
-            from core.model import load_checkpoint
-
-            load_checkpoint(path)
+            loaded = context.current_model()
         except PathologyError as exc:
-            st.error(f"{uploaded.name}: {exc}")
-        else:
-            if st.session_state.get(state.MODEL_UPLOAD) != str(path):
-                st.session_state[state.MODEL_UPLOAD] = str(path)
-                st.session_state[state.MODEL_CHOICE] = f"uploaded: {path.name}"
-                st.rerun()
-    try:
-        loaded = context.current_model()
-    except PathologyError as exc:
-        st.error(str(exc))
-        loaded = None
-    if loaded is not None:
-        st.caption(("Demo model, trained on synthetic data. " if loaded.is_demo else "") + f"Device: {device_label(loaded.runner.device)}, {loaded.runner.precision}")
-    st.slider(
-        "Decision threshold t", 0.0, 1.0, step=0.01, key=state.THRESHOLD,
-        help="A patch is called cancer when F(I) ≥ t, a slide when one of its patches is. Every page uses this t.",
-    )
+            st.error(str(exc))
+            loaded = None
+        if loaded is not None:
+            st.caption(("Demo model, trained on synthetic data. " if loaded.is_demo else "") + f"Device: {device_label(loaded.runner.device)}, {loaded.runner.precision}")
+        st.slider(
+            "Decision threshold t", 0.0, 1.0, step=0.01, key=state.THRESHOLD,
+            help="A patch is called cancer when F(I) ≥ t, a slide when one of its patches is. Every page uses this t.",
+        )
 
-st.navigation(navigation.pages()).run()
+    st.navigation(navigation.pages()).run()
+
+
+if __name__ == "__main__":  # a session's script run (also AppTest)
+    run_frame()
+else:  # imported by the server (`streamlit run` finds this st.App): the app with its tile routes
+    app = st.App(__file__, routes=tile_server.routes(), lifespan=tile_server.lifespan)

@@ -14,6 +14,7 @@ SHOW_ANNOTATIONS = "show_annotations"
 CUT_BELOW_T = "cut_below_t"
 OVERVIEW_CHART = "overview_chart"
 EVAL_MODE = "evaluation_mode"
+VIEW_MODE = "view_mode"
 
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_OPACITY = 0.45

@@ -151,3 +151,22 @@ def overlay_tile(
 def blank_overlay_png() -> bytes:
     """Return a fully transparent 256 x 256 PNG."""
     return png_bytes(np.zeros((TILE, TILE, 4), dtype=np.uint8))
+
+
+def to_lonlat(x, y, dimensions: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Return (longitude, latitude) in degrees of level-0 points on the slide's world square.
+
+    Web Mercator: the square's left edge is longitude -180, its top latitude ~85.05.
+    """
+    side = world_side(dimensions)
+    u = np.asarray(x, dtype=np.float64) / side
+    v = np.asarray(y, dtype=np.float64) / side
+    return u * 360.0 - 180.0, np.degrees(np.arctan(np.sinh(np.pi * (1.0 - 2.0 * v))))
+
+
+def from_lonlat(lon, lat, dimensions: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Return level-0 (x, y) of map points (inverse of ``to_lonlat``)."""
+    side = world_side(dimensions)
+    u = (np.asarray(lon, dtype=np.float64) + 180.0) / 360.0
+    v = (1.0 - np.log(np.tan(np.radians(np.asarray(lat, dtype=np.float64))) + 1.0 / np.cos(np.radians(np.asarray(lat, dtype=np.float64)))) / np.pi) / 2.0
+    return u * side, v * side

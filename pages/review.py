@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import context, navigation, state, widgets
-from app.figures import PATCH_TRACE, colorbar_figure, slide_overview_figure
+from app import context, navigation, state, tile_server, widgets
+from app.figures import colorbar_figure, slide_overview_figure, slide_viewer_figure
 from core.errors import PathologyError
 from core.heatmap import COLORMAPS, heatmap_over_thumbnail, probability_grid
 from core.slide_io import SUPPORTED_HINT
@@ -117,9 +117,6 @@ metrics[2].metric("Patches with F(I) ≥ t", f"{n_above} / {len(predictions)}")
 metrics[3].metric("Ground truth", row["label"] or "unknown")
 
 grid = probability_grid(predictions.x, predictions.y, predictions.prob, size0)
-picture = heatmap_over_thumbnail(
-    thumb, slide.dimensions, grid, colormap=colormap, opacity=opacity, cut=t if cut else None, outline=t
-)
 centres_x = predictions.x + size0 / 2
 centres_y = predictions.y + size0 / 2
 selected_patch = st.session_state.get(state.SELECTED_PATCH)
@@ -127,12 +124,31 @@ selected_index = None
 if selected_patch and selected_patch.get("slide") == name:
     hit = np.nonzero((predictions.x == selected_patch["x"]) & (predictions.y == selected_patch["y"]))[0]
     selected_index = int(hit[0]) if hit.size else None
-figure = slide_overview_figure(
-    picture, slide.dimensions, centres_x=centres_x, centres_y=centres_y, probs=predictions.prob,
-    tumors=tumors if show_annotations else None, selected=selected_index,
+view = st.segmented_control("View", ["Deep zoom", "Overview"], default="Deep zoom", key=state.VIEW_MODE) or "Deep zoom"
+if view == "Deep zoom":
+    slide_token = tile_server.register_slide(slide.path)
+    overlay_token = tile_server.register_overlay(
+        slide_token, summary["run_id"], grid, slide.dimensions, colormap=colormap, cut=t if cut else None, outline=t
+    )
+    figure = slide_viewer_figure(
+        slide.dimensions, tile_server.slide_url(slide_token), tile_server.overlay_url(overlay_token), opacity=opacity,
+        centres_x=centres_x, centres_y=centres_y, probs=predictions.prob, tumors=tumors if show_annotations else None,
+        selected=selected_index, revision=f"viewer-{name}",
+    )
+    st.caption("Scroll to zoom down to full resolution, drag to pan. Cyan outlines: patches with F(I) ≥ t. Click a patch (or box-select) to inspect it.")
+else:
+    picture = heatmap_over_thumbnail(
+        thumb, slide.dimensions, grid, colormap=colormap, opacity=opacity, cut=t if cut else None, outline=t
+    )
+    figure = slide_overview_figure(
+        picture, slide.dimensions, centres_x=centres_x, centres_y=centres_y, probs=predictions.prob,
+        tumors=tumors if show_annotations else None, selected=selected_index,
+    )
+    st.caption("Cyan outlines: patches with F(I) ≥ t. Click a patch (or box-select an area) to inspect it.")
+event = st.plotly_chart(
+    figure, key=f"{state.OVERVIEW_CHART}-{view}-{name}", on_select="rerun", selection_mode=("points", "box"), width="stretch",
+    config={"scrollZoom": True, "displaylogo": False},
 )
-st.caption("Cyan outlines: patches with F(I) ≥ t. Click a patch (or box-select an area) to inspect it.")
-event = st.plotly_chart(figure, key=f"{state.OVERVIEW_CHART}-{name}", on_select="rerun", selection_mode=("points", "box"), width="stretch")
 st.plotly_chart(colorbar_figure(colormap, t), width="stretch", config={"displayModeBar": False})
 
 points = [p for p in (event.selection.points if event else []) if p.get("curve_number", 0) == 0]

@@ -52,3 +52,15 @@ def test_overlay_tile_colours_follow_probabilities():
     assert empty[..., 3].max() == 0
     cut = decode(overlay_tile(grid, (2048, 2048), 2, 0, 0, cut=0.5))
     assert cut[10, 10, 3] == 0 and cut[10, 130, 3] == 255  # zoom 2 (2 px per tile px): patch 1 spans columns 128..255
+
+
+def test_lonlat_round_trip():
+    from core.tiles import from_lonlat, to_lonlat
+
+    x = np.array([0, 1024, 2048, 37.5])
+    y = np.array([0, 1024, 2048, 1999.0])
+    lon, lat = to_lonlat(x, y, (2048, 1536))
+    assert lon[0] == -180 and lon[2] == 180 and lat[1] == pytest.approx(0) and lat[0] == pytest.approx(85.0511, abs=1e-3)
+    back_x, back_y = from_lonlat(lon[:3], lat[:3], (2048, 1536))
+    np.testing.assert_allclose(back_x, x[:3], atol=1e-6)
+    np.testing.assert_allclose(back_y, y[:3], atol=1e-6)

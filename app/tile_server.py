@@ -1,0 +1,148 @@
+"""HTTP routes that serve map tiles of slides and overlays, mounted beside Streamlit (st.App).
+
+A page registers what it shows (``register_slide``, ``register_overlay``) and gets an opaque
+token; the routes serve only registered tokens. A URL never carries a path, so nothing
+outside the data folders can be reached through it (an unknown token is a 404). Tiles are
+produced in a thread pool (OpenSlide decoding releases the GIL) and cached by core.tiles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from core.errors import PathologyError
+from core.heatmap import ProbabilityGrid
+from core.slide_io import open_slide
+from core.tiles import SlideTiler, overlay_tile
+
+log = logging.getLogger(__name__)
+
+SLIDE_ROUTE = "/tiles/slide/{token}/{z:int}/{x:int}/{y:int}.jpg"
+OVERLAY_ROUTE = "/tiles/overlay/{token}/{z:int}/{x:int}/{y:int}.png"
+CACHE_HEADERS = {"Cache-Control": "private, max-age=3600"}
+
+
+@dataclass(frozen=True)
+class _Overlay:
+    grid: ProbabilityGrid
+    dimensions: tuple[int, int]
+    colormap: str
+    cut: float | None
+    outline: float | None
+
+
+_slides: dict[str, Path] = {}
+_tilers: dict[str, SlideTiler] = {}
+_overlays: dict[str, _Overlay] = {}
+_lock = threading.Lock()
+
+
+def _token(*parts: object) -> str:
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:24]
+
+
+def register_slide(path: Path) -> str:
+    """Allow tiles of an (already checked) slide path to be served; return its URL token."""
+    path = Path(path).resolve()
+    token = _token("slide", path, path.stat().st_mtime_ns)
+    with _lock:
+        _slides[token] = path
+    return token
+
+
+def register_overlay(slide_token: str, run_key: object, grid: ProbabilityGrid, dimensions: tuple[int, int], *, colormap: str, cut: float | None, outline: float | None) -> str:
+    """Allow overlay tiles of a run's probabilities with these display settings; return the token."""
+    token = _token("overlay", slide_token, run_key, colormap, cut, outline)
+    with _lock:
+        _overlays[token] = _Overlay(grid, tuple(dimensions), colormap, cut, outline)
+    return token
+
+
+def slide_url(token: str) -> str:
+    """Return the root-relative tile URL template ({z}/{x}/{y}) of a registered slide."""
+    return f"/tiles/slide/{token}/{{z}}/{{x}}/{{y}}.jpg"
+
+
+def overlay_url(token: str) -> str:
+    """Return the root-relative tile URL template of a registered overlay."""
+    return f"/tiles/overlay/{token}/{{z}}/{{x}}/{{y}}.png"
+
+
+def _tiler(token: str) -> SlideTiler | None:
+    with _lock:
+        tiler = _tilers.get(token)
+        path = _slides.get(token)
+    if tiler is None and path is not None:
+        tiler = SlideTiler(open_slide(path))
+        with _lock:
+            tiler = _tilers.setdefault(token, tiler)
+    return tiler
+
+
+async def slide_tile(request: Request) -> Response:
+    """GET a JPEG tile of a registered slide; 404 for unknown tokens or tiles."""
+    params = request.path_params
+    try:
+        tiler = await run_in_threadpool(_tiler, params["token"])
+        if tiler is None or not tiler.valid(params["z"], params["x"], params["y"]):
+            return Response("no such tile", status_code=404, media_type="text/plain")
+        data = await run_in_threadpool(tiler.tile, params["z"], params["x"], params["y"])
+    except PathologyError as exc:
+        return Response(str(exc), status_code=500, media_type="text/plain")
+    return Response(data, media_type="image/jpeg", headers=CACHE_HEADERS)
+
+
+async def overlay_tile_route(request: Request) -> Response:
+    """GET a PNG tile of a registered probability overlay; 404 for unknown tokens or tiles."""
+    params = request.path_params
+    with _lock:
+        overlay = _overlays.get(params["token"])
+    z, x, y = params["z"], params["x"], params["y"]
+    if overlay is None or z < 0 or not (0 <= x < 2**z and 0 <= y < 2**z):
+        return Response("no such tile", status_code=404, media_type="text/plain")
+    data = await run_in_threadpool(
+        overlay_tile, overlay.grid, overlay.dimensions, z, x, y, colormap=overlay.colormap, cut=overlay.cut, outline=overlay.outline
+    )
+    return Response(data, media_type="image/png", headers=CACHE_HEADERS)
+
+
+def routes() -> list[Route]:
+    """Return the tile routes to mount beside Streamlit."""
+    return [Route(SLIDE_ROUTE, slide_tile, methods=["GET"]), Route(OVERLAY_ROUTE, overlay_tile_route, methods=["GET"])]
+
+
+def set_nodelay_on_listening_sockets() -> int:
+    """Set TCP_NODELAY on the server's listening sockets; return how many were changed.
+
+    Streamlit 1.67 binds its socket without TCP_NODELAY, which delays every response on a
+    kept-alive connection by ~40 ms (Nagle + delayed ACK); accepted connections inherit the
+    option from the listening socket on Linux.
+    """
+    changed = 0
+    for obj in gc.get_objects():
+        if isinstance(obj, socket.socket) and obj.fileno() >= 0 and obj.type == socket.SOCK_STREAM:
+            with contextlib.suppress(OSError):
+                if obj.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    obj.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    changed += 1
+    return changed
+
+
+@contextlib.asynccontextmanager
+async def lifespan(_app):
+    """Server start-up: remove Nagle's delay from tile responses."""
+    changed = set_nodelay_on_listening_sockets()
+    log.info("TCP_NODELAY set on %d listening socket(s)", changed)
+    yield {}
