@@ -68,3 +68,23 @@ def demo_cohort(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     make_demo_cohort(out, n_slides=4, seed=3, size=2048, workers=1)
     return out
+
+
+@pytest.fixture(scope="session")
+def app_cohort(demo_cohort, tmp_path_factory) -> Path:
+    """A copy of the small demo cohort with a test checkpoint (tiny, 64 px at level 1) in models/."""
+    import shutil
+
+    import torch
+
+    from core.model import build_model, save_checkpoint
+
+    folder = tmp_path_factory.mktemp("appdata") / "cohort"
+    shutil.copytree(demo_cohort, folder)
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    with torch.no_grad():
+        model.classifier.weight.mul_(50)  # outputs that vary visibly with the patch
+    (folder / "models").mkdir()
+    save_checkpoint(folder / "models" / "test-tiny.pt", model, {"patch_size": 64, "level": 1, "label": "test"})
+    return folder

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-
-import numpy as np
 import pytest
-import torch
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import ROOT
@@ -15,19 +11,8 @@ MAIN = str(ROOT / "app" / "main.py")
 
 
 @pytest.fixture(scope="module")
-def app_data(demo_cohort, tmp_path_factory):
-    """A copy of the small demo cohort with a test checkpoint in its models/ folder."""
-    from core.model import build_model, save_checkpoint
-
-    folder = tmp_path_factory.mktemp("appdata") / "cohort"
-    shutil.copytree(demo_cohort, folder)
-    torch.manual_seed(0)
-    model = build_model("tiny")
-    with torch.no_grad():
-        model.classifier.weight.mul_(50)
-    (folder / "models").mkdir()
-    save_checkpoint(folder / "models" / "test-tiny.pt", model, {"patch_size": 64, "level": 1, "label": "test"})
-    return folder
+def app_data(app_cohort):
+    return app_cohort
 
 
 @pytest.fixture()

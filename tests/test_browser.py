@@ -1,0 +1,133 @@
+"""The real app in headless Chromium (Debian's, driven by Playwright): every page renders, the
+deep-zoom viewer loads tiles from our own server and deeper levels when zooming, nothing
+leaves 127.0.0.1. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+PAGES = ["Review", "Threshold tuning", "Explain", "Network", "CNN basics", "Training"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(app_cohort, tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed (apt-get install -y chromium; .ci/run does it)")
+    pytest.importorskip("playwright.sync_api")
+    data = tmp_path_factory.mktemp("browser") / "cohort"
+    shutil.copytree(app_cohort, data)
+    port = free_port()
+    env = {**os.environ, "PATHEX_DEMO_DIR": str(data), "PATHEX_NO_DEMO_TRAINING": "1"}
+    log = open(tmp_path_factory.mktemp("log") / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port), "--server.headless", "true"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://localhost:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the app server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_unknown_tile_tokens_are_refused(server):
+    for path in ("/tiles/slide/not-a-token/0/0/0.jpg", "/tiles/overlay/x/0/0/0.png", "/tiles/slide/..%2F..%2Fetc%2Fpasswd/0/0/0.jpg"):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(server + path, timeout=5)
+        assert info.value.code in (400, 403, 404)
+
+
+def wait_for_run(page, timeout: float = 90) -> None:
+    """Wait until Streamlit has finished running the script (no running indicator)."""
+    page.wait_for_timeout(500)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout * 1000
+    )
+    page.wait_for_timeout(500)
+
+
+def test_pages_render_and_viewer_zooms(server):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    requests: list[str] = []
+    responses: dict[str, int] = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("response", lambda r: responses.__setitem__(r.url, r.status))
+        page.goto(server, wait_until="domcontentloaded")
+        page.get_by_role("heading", name="Review").wait_for(timeout=90_000)
+        wait_for_run(page)
+        run = page.get_by_role("button", name=re.compile("^Run the model on demo_001"))
+        if run.count():
+            run.click()
+            wait_for_run(page, 180)
+        canvas = page.locator(".maplibregl-canvas")
+        canvas.wait_for(timeout=60_000)
+        canvas.scroll_into_view_if_needed()
+        page.wait_for_timeout(2500)
+        slide_tiles = [u for u in requests if "/tiles/slide/" in u]
+        overlay_tiles = [u for u in requests if "/tiles/overlay/" in u]
+        assert slide_tiles and overlay_tiles, "the viewer requested no tiles"
+        zoom_of = lambda u: int(re.search(r"/(\d+)/\d+/\d+\.(jpg|png)", u).group(1))  # noqa: E731
+        first_max = max(zoom_of(u) for u in slide_tiles)
+        page.screenshot(path=str(ARTIFACTS / "review-viewer.png"))
+
+        box = canvas.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        for _ in range(12):
+            page.mouse.wheel(0, -400)
+            page.wait_for_timeout(250)
+        page.wait_for_timeout(2500)
+        deeper = [u for u in requests if "/tiles/slide/" in u and zoom_of(u) > first_max]
+        assert deeper, f"no deeper tiles requested after zooming (max zoom seen {first_max})"
+        assert all(responses.get(u) == 200 for u in deeper if u in responses)
+        page.screenshot(path=str(ARTIFACTS / "review-viewer-zoomed.png"))
+
+        for title in PAGES[1:]:
+            link = page.get_by_role("link", name=title)
+            if not link.count():
+                continue
+            link.first.click()
+            page.get_by_role("heading", name=title).first.wait_for(timeout=90_000)
+            wait_for_run(page, 180)
+            assert page.locator('[data-testid="stException"]').count() == 0, f"exception on {title}"
+            page.screenshot(path=str(ARTIFACTS / f"page-{title.lower().replace(' ', '-')}.png"), full_page=True)
+        browser.close()
+    outside = [u for u in requests if not re.match(r"^(https?://(localhost|127\.0\.0\.1)(:\d+)?/|data:|blob:)", u)]
+    assert not outside, f"requests left the machine: {outside[:5]}"
