@@ -1,0 +1,199 @@
+"""``python -m core explain``: one patch, one method; writes the map (.npy) and an overlay (.png).
+
+The patch comes from an image file (``--image PATCH.png``) or from a slide (``SLIDE --x X --y Y``,
+level-0 top-left corner; size and level default to the checkpoint's ``patch_size`` and
+``level``). Method parameters have their own flags; ``--param KEY=VALUE`` sets any other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from core import cli
+from core.errors import PathologyError
+
+HELP = "explain one patch with one method (saliency, smoothgrad, gradcam, occlusion, lime, ig): map .npy + overlay .png"
+
+# flag dest -> (parameter name, methods it applies to)
+_FLAGS = {
+    "layer": ("layer", ("gradcam",)),
+    "target": ("target", None),
+    "precision": ("precision", None),
+    "reduce": ("reduce", ("saliency", "smoothgrad")),
+    "samples": ("n_samples", ("smoothgrad",)),
+    "noise": ("noise", ("smoothgrad",)),
+    "smooth": ("smooth_sigma", ("gradcam",)),
+    "window": ("window", ("occlusion",)),
+    "stride": ("stride", ("occlusion",)),
+    "baseline": ("baseline", ("occlusion", "ig")),
+    "segments": ("n_segments", ("lime",)),
+    "compactness": ("compactness", ("lime",)),
+    "sigma": ("sigma", ("lime",)),
+    "num_samples": ("num_samples", ("lime",)),
+    "hide_color": ("hide_color", ("lime",)),
+    "num_features": ("num_features", ("lime",)),
+    "steps": ("n_steps", ("ig",)),
+    "blur_sigma": ("blur_sigma", ("ig",)),
+    "batch_size": ("batch_size", ("smoothgrad", "occlusion", "lime", "ig")),
+    "seed": ("seed", ("smoothgrad", "lime")),
+}
+
+
+class ExplainCommandError(PathologyError):
+    """A bad combination of explain options."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the options of ``explain``."""
+    parser.add_argument("--model", required=True, type=Path, help="checkpoint file (.pt)")
+    parser.add_argument("slide", nargs="?", type=Path, help="slide file to read the patch from (with --x, --y)")
+    parser.add_argument("--image", type=Path, help="patch image file (PNG, JPEG, TIFF), instead of SLIDE")
+    parser.add_argument("--x", type=int, help="patch left edge, level-0 px (with SLIDE)")
+    parser.add_argument("--y", type=int, help="patch top edge, level-0 px (with SLIDE)")
+    parser.add_argument("--level", type=int, help="pyramid level to read (default: the checkpoint's level)")
+    parser.add_argument("--size", type=int, help="patch side in px of that level (default: the checkpoint's patch_size)")
+    # Validated by the method, not by argparse, so a bad value gives one line, not a usage block.
+    parser.add_argument("--method", required=True, help="saliency | smoothgrad | gradcam | occlusion | lime | ig")
+    parser.add_argument("--layer", help="Grad-CAM layer, e.g. features.28 (default: the last conv layer)")
+    parser.add_argument("--target", help="cancer (default) | not_cancer | logit (not for lime)")
+    parser.add_argument("--precision", help="fp32 (default) | bf16 | fp16 | auto; saliency, smoothgrad and ig always run in fp32")
+    parser.add_argument("--device", default="auto", help="auto (default) | cpu | cuda | cuda:N")
+    g = parser.add_argument_group("method parameters (each applies to the methods named)")
+    g.add_argument("--reduce", help="saliency, smoothgrad: max | mean over the colour channels")
+    g.add_argument("--samples", type=int, help="smoothgrad: number of noisy copies (default 25)")
+    g.add_argument("--noise", type=float, help="smoothgrad: noise standard deviation, image units 0..1 (default 0.15)")
+    g.add_argument("--smooth", type=float, help="gradcam: Gaussian smoothing of the map, px (default 0)")
+    g.add_argument("--window", type=int, help="occlusion: window side, px (default 32)")
+    g.add_argument("--stride", type=int, help="occlusion: window step, px (default 16)")
+    g.add_argument("--baseline", help="occlusion: fill value 0..1 (default 0.5); ig: white | black | blurred")
+    g.add_argument("--segments", type=int, help="lime: SLIC n_segments (default 50)")
+    g.add_argument("--compactness", type=float, help="lime: SLIC compactness (default 10)")
+    g.add_argument("--sigma", type=float, help="lime: SLIC pre-smoothing sigma (default 1)")
+    g.add_argument("--num-samples", type=int, help="lime: random on/off samples (default 1000)")
+    g.add_argument("--hide-color", help="lime: fill of removed superpixels, R,G,B 0..255 or 'mean' (default 128,128,128)")
+    g.add_argument("--num-features", type=int, help="lime: superpixels kept by the sparse surrogate (default 10)")
+    g.add_argument("--steps", type=int, help="ig: integration points (default 50)")
+    g.add_argument("--blur-sigma", type=float, help="ig: blur of the 'blurred' baseline, px (default 10)")
+    g.add_argument("--batch-size", type=int, help="smoothgrad, occlusion, lime, ig: samples per forward")
+    g.add_argument("--seed", type=int, help="smoothgrad, lime: random seed (default 0)")
+    g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="any other method parameter (JSON value), repeatable")
+    parser.add_argument("--out", required=True, type=Path, help="where to write the map (.npy, H x W float32)")
+    parser.add_argument("--png", type=Path, help="also write the map over the patch as a PNG")
+
+
+def _params(args: argparse.Namespace) -> dict:
+    """Return the method parameters given on the command line (only those given)."""
+    from core.explain import METHODS, ExplainError
+
+    method = args.method
+    if method not in METHODS:
+        raise ExplainError(f"unknown explanation method {method!r}; choose one of {', '.join(METHODS)}")
+    params: dict = {}
+    for dest, (name, methods) in _FLAGS.items():
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        if methods is not None and method not in methods:
+            raise ExplainCommandError(f"--{dest.replace('_', '-')} does not apply to {method} (it is for {', '.join(methods)})")
+        params[name] = value
+    if "baseline" in params and method == "occlusion":
+        try:
+            params["baseline"] = float(params["baseline"])
+        except ValueError:
+            raise ExplainCommandError(f"--baseline for occlusion is a number 0..1, got {params['baseline']!r}") from None
+    if "hide_color" in params:
+        text = params["hide_color"].strip().lower()
+        if text == "mean":
+            params["hide_color"] = None
+        else:
+            try:
+                params["hide_color"] = [int(v) for v in text.split(",")]
+            except ValueError:
+                raise ExplainCommandError(f"--hide-color is R,G,B (0..255) or 'mean', got {args.hide_color!r}") from None
+    for item in args.param:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ExplainCommandError(f"--param expects KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # a bare word: a string
+        params[key.strip()] = value
+    return params
+
+
+def _read_patch(args: argparse.Namespace, metadata: dict):
+    """Return the patch (H x W x 3 uint8) and a description of where it came from."""
+    import numpy as np
+
+    from core.explain import ExplainError
+
+    if (args.image is None) == (args.slide is None):
+        raise ExplainCommandError("give either --image PATCH or SLIDE --x X --y Y (exactly one)")
+    if args.image is not None:
+        if any(v is not None for v in (args.x, args.y, args.level, args.size)):
+            raise ExplainCommandError("--x, --y, --level and --size go with SLIDE, not with --image")
+        from PIL import Image, UnidentifiedImageError
+
+        from core.slide_io import rgba_to_rgb
+
+        if not args.image.is_file():
+            raise ExplainError(f"patch image '{args.image}' not found")
+        try:
+            with Image.open(args.image) as im:
+                image = rgba_to_rgb(np.asarray(im.convert("RGBA")))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ExplainError(f"cannot read patch image '{args.image}': {exc}") from None
+        return image, {"image": str(args.image)}
+    if args.x is None or args.y is None:
+        raise ExplainCommandError("SLIDE needs --x and --y (level-0 px of the patch's top-left corner)")
+    from core.slide_io import open_slide
+
+    level = args.level if args.level is not None else metadata.get("level")
+    level = level if isinstance(level, int) and not isinstance(level, bool) else 0
+    size = args.size if args.size is not None else metadata.get("patch_size")
+    if not isinstance(size, int) or size <= 0:
+        raise ExplainCommandError("the checkpoint has no patch_size; pass --size")
+    slide = open_slide(args.slide)
+    image = slide.read_region((args.x, args.y), level, (size, size))
+    return image, {"slide": str(args.slide), "x": args.x, "y": args.y, "level": level, "size": size}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``explain``: load the model, read the patch, explain, write the map and the overlay."""
+    import numpy as np
+
+    from core.device import resolve_device
+    from core.explain import explain_patch
+    from core.model import load_checkpoint
+
+    params = _params(args)
+    if args.out.suffix.lower() != ".npy":
+        raise ExplainCommandError(f"--out must end in .npy, got '{args.out}'")
+    if args.png is not None and args.png.suffix.lower() != ".png":
+        raise ExplainCommandError(f"--png must end in .png, got '{args.png}'")
+    device = resolve_device(args.device)
+    model, metadata = load_checkpoint(args.model, map_location=device)
+    image, source = _read_patch(args, metadata)
+    explanation = explain_patch(model, image, args.method, **params)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(args.out, explanation.map)
+    summary = {**explanation.summary(), "patch": source, "model_id": metadata.get("model_id"), "out": str(args.out)}
+    if args.png is not None:
+        from PIL import Image
+
+        args.png.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(explanation.overlay(image)).save(args.png)
+        summary["png"] = str(args.png)
+    print(json.dumps(summary, default=str))
+    print(
+        f"{args.method}: F(I) = {explanation.probability:.4f}, {explanation.seconds:.2f} s -> {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+cli.register("explain", HELP, add_arguments, run)
