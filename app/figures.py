@@ -261,3 +261,20 @@ def slide_viewer_figure(
         legend=dict(orientation="h", yanchor="bottom", y=0.0, xanchor="left", x=0.0, bgcolor="rgba(255,255,255,0.7)"),
     )
     return fig
+
+
+# -- training runs --------------------------------------------------------------------------------
+def training_figures(epochs, train_loss, val_loss, val_auc, lr) -> tuple[go.Figure, go.Figure, go.Figure]:
+    """Return three figures of a run's metrics.csv: losses, validation AUC, learning rate (per epoch)."""
+    loss = _curve_figure("Loss (binary cross-entropy)", "epoch", "loss", height=300)
+    loss.add_trace(go.Scatter(x=epochs, y=train_loss, mode="lines+markers", name="train"))
+    loss.add_trace(go.Scatter(x=epochs, y=val_loss, mode="lines+markers", name="validation"))
+    auc = _curve_figure("Validation patch ROC-AUC", "epoch", "AUC", height=300)
+    auc.add_trace(go.Scatter(x=epochs, y=val_auc, mode="lines+markers", name="val AUC", line=dict(color="#2ca02c")))
+    if len(val_auc):
+        best = int(np.nanargmax(np.asarray(val_auc, dtype=float)))
+        auc.add_trace(go.Scatter(x=[epochs[best]], y=[val_auc[best]], mode="markers", name="best (kept)", marker=dict(size=13, symbol="star", color="#d62728")))
+    rate = _curve_figure("Learning rate", "epoch", "learning rate", height=300)
+    rate.add_trace(go.Scatter(x=epochs, y=lr, mode="lines+markers", name="lr", line=dict(shape="hv", color="#9467bd")))
+    rate.update_yaxes(type="log")
+    return loss, auc, rate

@@ -87,3 +87,19 @@ def test_threshold_page_moves_markers_with_t(app, predicted):
     at.radio[0].set_value("Camelyon16 (official evaluation)").run()
     assert not at.exception, at.exception
     assert "Camelyon16 mode" in " ".join(m.value for m in at.markdown)
+
+
+def test_training_page_shows_a_run(app, app_data):
+    run = app_data / "runs" / "test-run"
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "metrics.csv").write_text(
+        "epoch,train_loss,val_loss,val_auc,lr,seconds\n1,0.69,0.60,0.71,5e-05,10.0\n2,0.50,0.45,0.88,5e-05,9.5\n3,0.41,0.47,0.86,2.5e-05,9.7\n"
+    )
+    (run / "summary.json").write_text('{"command": "python -m core train --cohort c.csv --arch tiny --out runs/test-run", "test_slide_auc": 0.9}')
+    at = app.run()
+    at.switch_page(str(ROOT / "pages" / "training.py")).run()
+    assert not at.exception, at.exception
+    assert metric(at, "Epochs") == "3"
+    assert metric(at, "Best validation AUC") == "0.880"
+    assert metric(at, "Test slide AUC") == "0.900"
+    assert at.code[0].value.startswith("python -m core train")

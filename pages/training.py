@@ -1,0 +1,68 @@
+"""Training: the runs in the runs folders, their metrics curves and the command that reproduces each."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app import context
+from app.figures import training_figures
+from core.paths import REPO_ROOT
+
+st.title("Training")
+st.markdown(
+    "Runs of `python -m core train`: the recipe of the source material (three-step sampling, flips and colour "
+    "perturbation, binary cross-entropy, RMSprop with rho = momentum = 0.9; the learning rate halves after 3 epochs "
+    "without a better validation loss; training stops after 5 epochs without a better validation AUC and keeps the best)."
+)
+
+folders = [REPO_ROOT / "runs", context.data_dir() / "runs"]
+runs = sorted({p.parent for folder in folders if folder.is_dir() for p in folder.glob("*/metrics.csv")})
+if not runs:
+    st.info("No training runs yet. Start one with `python -m core train --preset demo` (the demo model) or "
+            "`python -m core train --cohort cohort.csv --arch vgg16 --out runs/NAME`.")
+    st.stop()
+
+run = st.selectbox("Run", runs, format_func=lambda p: f"{p.name}  ({p.parent})")
+run = Path(run)
+try:
+    metrics = pd.read_csv(run / "metrics.csv")
+except (OSError, pd.errors.ParserError) as exc:
+    st.error(f"{run / 'metrics.csv'} cannot be read: {exc}")
+    st.stop()
+summary = {}
+if (run / "summary.json").exists():
+    try:
+        summary = json.loads((run / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        st.warning(f"summary.json cannot be read: {exc}")
+
+if summary.get("demo"):
+    st.caption("Demo run: the tiny network on the synthetic demo cohort.")
+cols = st.columns(4)
+cols[0].metric("Epochs", len(metrics))
+cols[1].metric("Best validation AUC", f"{metrics['val_auc'].max():.3f}" if len(metrics) else "n/a")
+test_auc = summary.get("test_slide_auc")
+cols[2].metric("Test slide AUC", "n/a" if test_auc is None else f"{test_auc:.3f}")
+cols[3].metric("Training time", f"{metrics['seconds'].sum():.0f} s" if "seconds" in metrics else "n/a")
+
+loss, auc, rate = training_figures(
+    metrics["epoch"].tolist(), metrics["train_loss"].tolist(), metrics["val_loss"].tolist(), metrics["val_auc"].tolist(), metrics["lr"].tolist()
+)
+left, middle, right = st.columns(3)
+left.plotly_chart(loss, width="stretch")
+middle.plotly_chart(auc, width="stretch")
+right.plotly_chart(rate, width="stretch")
+
+command = summary.get("command")
+if command:
+    st.markdown("**Reproduce this run**")
+    st.code(command, language="bash")
+with st.expander("metrics.csv"):
+    st.dataframe(metrics, hide_index=True, width="stretch")
+if summary:
+    with st.expander("summary.json"):
+        st.json(summary)
