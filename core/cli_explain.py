@@ -158,6 +158,9 @@ def _read_patch(args: argparse.Namespace, metadata: dict):
     if not isinstance(size, int) or size <= 0:
         raise ExplainCommandError("the checkpoint has no patch_size; pass --size")
     slide = open_slide(args.slide)
+    width, height = slide.dimensions
+    if not (0 <= args.x < width and 0 <= args.y < height):
+        raise ExplainCommandError(f"the patch corner ({args.x}, {args.y}) lies outside the slide ({width} x {height} px at level 0)")
     image = slide.read_region((args.x, args.y), level, (size, size))
     return image, {"slide": str(args.slide), "x": args.x, "y": args.y, "level": level, "size": size}
 

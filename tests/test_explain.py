@@ -272,6 +272,12 @@ def test_lime_recovers_the_superpixel_that_drives_the_model():
     assert e.signed and len(e.extras["top_positive"]) <= 5
 
 
+def test_lime_prints_nothing(capfd, tissue_patch):
+    explain_patch(RegionMean(0, 8, 0, 8), tissue_patch, "lime", num_samples=30)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""  # LIME 0.2's tqdm bar is gone
+
+
 def test_lime_not_cancer_flips_the_weights():
     image = _checker()
     image[16:32, 32:48] = (230, 230, 230)
@@ -629,6 +635,13 @@ def test_cli_reads_a_patch_from_a_slide(tmp_path, checkpoint, tissue_slide):
                      "--method", "gradcam", "--layer", "features.8", "--out", str(out)])
     assert code == 0
     assert np.load(out).shape == (64, 64)  # the checkpoint's patch_size, read at its level 1
+
+
+def test_cli_rejects_a_patch_outside_the_slide(tmp_path, checkpoint, tissue_slide, capsys):
+    slide, _ = tissue_slide
+    code = _run_cli(["explain", "--model", str(checkpoint), str(slide), "--x", "5000", "--y", "0",
+                     "--method", "saliency", "--out", str(tmp_path / "m.npy")])
+    assert code == 2 and "outside the slide (2048 x 1536" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
