@@ -278,3 +278,12 @@ def training_figures(epochs, train_loss, val_loss, val_auc, lr) -> tuple[go.Figu
     rate.add_trace(go.Scatter(x=epochs, y=lr, mode="lines+markers", name="lr", line=dict(shape="hv", color="#9467bd")))
     rate.update_yaxes(type="log")
     return loss, auc, rate
+
+
+def objective_figure(objective, activation) -> go.Figure:
+    """Return activation maximization's objective y_i(x) - lambda ||x||^2 and y_i(x) per step."""
+    fig = _curve_figure("Gradient ascent", "step", "value", height=300)
+    steps = np.arange(len(objective))
+    fig.add_trace(go.Scatter(x=steps, y=objective, mode="lines", name="y_i(x) − λ‖x‖²"))
+    fig.add_trace(go.Scatter(x=steps, y=activation, mode="lines", name="y_i(x)", line=dict(dash="dot")))
+    return fig

@@ -49,3 +49,57 @@ def require_model() -> context.LoadedModel:
         st.warning("No model is available: train one (`python -m core train --preset demo`) or upload a checkpoint in the sidebar.")
         st.stop()
     return loaded
+
+
+def current_patch(loaded: context.LoadedModel) -> tuple[np.ndarray, str, dict] | None:
+    """Return (patch RGB at the model's input scale, cache key, info) for the pages that study one patch.
+
+    The patch is the one selected on the Review page; otherwise the user may take the most
+    suspicious patch of a predicted slide, or upload a patch image. None if there is none yet.
+    """
+    from app import state
+
+    selected = st.session_state.get(state.SELECTED_PATCH)
+    source = st.radio(
+        "Patch", ["selected on the Review page", "most suspicious patch of a slide", "upload an image"],
+        horizontal=True, key="patch_source", index=0 if selected else 1,
+    )
+    tiling = loaded.tiling
+    if source == "selected on the Review page":
+        if not selected:
+            st.info("No patch selected yet: click one on the Review page, or pick another source.")
+            return None
+        info = selected
+    elif source == "most suspicious patch of a slide":
+        summaries = context.store().run_summaries(loaded.model_id, loaded.params)
+        done = sorted(n for n, s in summaries.items() if s["status"] == "complete")
+        if not done:
+            st.info("No slide has predictions with this model yet: run the model on the Review page.")
+            return None
+        name = st.selectbox("Slide", done, key="patch_slide")
+        predictions = context.store().read_predictions(summaries[name]["run_id"])
+        best = int(np.argmax(predictions.prob))
+        path = context.cohort().set_index("slide").loc[name, "path"]
+        info = {
+            "slide": name, "path": path, "x": int(predictions.x[best]), "y": int(predictions.y[best]),
+            "size0": int(predictions.width[best]), "level": tiling.level, "patch_size": tiling.patch_size,
+            "prob": float(predictions.prob[best]),
+        }
+    else:
+        uploaded = st.file_uploader("Patch image (PNG or JPEG)", type=["png", "jpg", "jpeg"], key="patch_upload")
+        if uploaded is None:
+            return None
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            image = Image.open(uploaded).convert("RGB")
+        except (UnidentifiedImageError, OSError) as exc:
+            st.error(f"{uploaded.name} is not an image this app can read: {exc}")
+            return None
+        array = np.asarray(image.resize((tiling.patch_size, tiling.patch_size)))
+        key = f"upload:{uploaded.name}:{uploaded.size}:{hash(array.tobytes())}"
+        return array, key, {"slide": uploaded.name, "prob": None}
+    slide = context.slide(info["path"])
+    image = slide.read_region((info["x"], info["y"]), tiling.level, (tiling.patch_size, tiling.patch_size))
+    key = f"{info['slide']}:{info['x']}:{info['y']}:{tiling.level}:{tiling.patch_size}"
+    return image, key, info

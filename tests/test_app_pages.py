@@ -103,3 +103,33 @@ def test_training_page_shows_a_run(app, app_data):
     assert metric(at, "Best validation AUC") == "0.880"
     assert metric(at, "Test slide AUC") == "0.900"
     assert at.code[0].value.startswith("python -m core train")
+
+
+def select_best_patch(at):
+    at.radio(key="patch_source").set_value("most suspicious patch of a slide").run()
+    return at
+
+
+def test_explain_page_shows_every_method(app, predicted):
+    at = choose_test_model(app.run())
+    at.switch_page(str(ROOT / "pages" / "explain.py")).run()
+    at = select_best_patch(at)
+    assert not at.exception, at.exception
+    captions = " ".join(c.value for c in at.caption) + " ".join(m.value for m in at.markdown)
+    for title in ("Saliency", "SmoothGrad", "Grad-CAM", "Occlusion", "LIME", "Integrated gradients"):
+        assert title in captions, title
+    assert "surrogate R²" in captions
+
+
+def test_network_and_basics_pages(app, predicted):
+    at = choose_test_model(app.run())
+    at.switch_page(str(ROOT / "pages" / "network.py")).run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Network"
+    at.button[0].click().run()  # gradient ascent with the defaults
+    assert not at.exception, at.exception
+    at.switch_page(str(ROOT / "pages" / "cnn_basics.py")).run()
+    at = select_best_patch(at)
+    assert not at.exception, at.exception
+    assert [h.value for h in at.header] == ["Convolution", "Pooling"]
+    assert any("max pooling 4 × 4" in c.value for c in at.caption)
