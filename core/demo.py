@@ -128,11 +128,13 @@ def _place(rng, field: np.ndarray, radius: float, taken: list[tuple[float, float
     return None
 
 
-def plan_slide(name: str, label: str, split: str, size: int, seed: tuple[int, int]) -> SlidePlan:
-    """Return the random layout of one demo slide (size = level-0 width in px)."""
+def plan_slide(name: str, label: str, split: str, size: int, seed: tuple[int, int], *, height: int | None = None) -> SlidePlan:
+    """Return the random layout of one demo slide (size = level-0 width in px; height random
+    at 68-80% of it unless given)."""
     rng = np.random.default_rng([*seed, 0])
     width = int(size) // TILE * TILE
-    height = int(round(size * rng.uniform(0.68, 0.8))) // TILE * TILE
+    drawn = int(round(size * rng.uniform(0.68, 0.8)))
+    height = int(height or drawn) // TILE * TILE
     field = _tissue_field(seed, width, height)
     scale = size / 8192  # tumor sizes follow the slide size
     taken: list[tuple[float, float, float]] = []
@@ -321,24 +323,45 @@ def _downsample2(image: np.ndarray) -> np.ndarray:
     return total.astype(np.uint8)
 
 
-def write_slide(plan: SlidePlan, path: Path, *, quality: int = 85) -> None:
+_worker_renderer: SlideRenderer | None = None
+
+
+def _init_strip_worker(plan: SlidePlan) -> None:
+    global _worker_renderer
+    _worker_renderer = SlideRenderer(plan)
+
+
+def _render_strip_job(row0: int) -> np.ndarray:
+    rows = min(STRIP, _worker_renderer.plan.height - row0)
+    return _worker_renderer.render_strip(row0, rows)
+
+
+def write_slide(plan: SlidePlan, path: Path, *, quality: int = 85, workers: int = 1) -> None:
     """Render a planned slide and write it as a pyramidal tiled JPEG TIFF at ``path``.
 
     Level 0 is streamed strip by strip; level 1 is kept in memory (a quarter of level 0)
     and the smaller levels are derived from it.
     """
-    renderer = SlideRenderer(plan)
+    renderer = SlideRenderer(plan) if workers <= 1 else None
     width, height = plan.width, plan.height
     level1 = np.empty((height // 2, width // 2, 3), dtype=np.uint8)
 
     def level0_tiles() -> Iterator[np.ndarray]:
-        for row0 in range(0, height, STRIP):
-            rows = min(STRIP, height - row0)
-            strip = renderer.render_strip(row0, rows)
+        starts = range(0, height, STRIP)
+        if workers > 1:  # strips rendered in parallel, written in order (a slide of 50,000 px and more)
+            pool = multiprocessing.get_context("spawn").Pool(workers, _init_strip_worker, (plan,))
+            strips = pool.imap(_render_strip_job, starts)
+        else:
+            pool, strips = None, (renderer.render_strip(row0, min(STRIP, height - row0)) for row0 in starts)
+        for row0, strip in zip(starts, strips):
+            rows = strip.shape[0]
             level1[row0 // 2 : (row0 + rows) // 2] = _downsample2(strip)[: (rows // 2)]
             for tile_row in range(0, rows, TILE):
                 for col in range(0, width, TILE):
                     yield np.ascontiguousarray(strip[tile_row : tile_row + TILE, col : col + TILE])
+        if pool is not None:
+            pool.close()
+            pool.join()
 
     description = f"{SYNTHETIC_NOTE}; slide={plan.name}; label={plan.label}; seed={list(plan.seed)}; mpp={DEMO_MPP}"
     tmp = path.with_name(path.name + ".part")
