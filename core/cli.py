@@ -112,7 +112,7 @@ def _load_extensions() -> None:
     """Import the modules that register further subcommands (predict, train, ...), if present."""
     import importlib
 
-    for module in ("core.cli_model", "core.cli_eval", "core.cli_explain", "core.cli_export"):
+    for module in ("core.cli_model", "core.cli_eval", "core.cli_explain", "core.cli_export", "core.cli_train"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
