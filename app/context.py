@@ -143,6 +143,44 @@ def store() -> ResultStore:
     return _store(str(data_dir() / "results.sqlite"))
 
 
+def store_stamp() -> tuple:
+    """Return what changes whenever the store's file is written (database and WAL file times)."""
+    path = store().path
+    stamps = []
+    for candidate in (path, path.with_name(path.name + "-wal")):
+        try:
+            stat = candidate.stat()
+            stamps.append((stat.st_mtime_ns, stat.st_size))
+        except FileNotFoundError:
+            stamps.append(None)
+    return tuple(stamps)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _summaries(db: str, model_id: str, params_json: str, stamp: tuple) -> dict:
+    import json
+
+    return _store(db).run_summaries(model_id, json.loads(params_json))
+
+
+def run_summaries(loaded: "LoadedModel") -> dict:
+    """Return slide -> run summary (status, counts, max F(I)) for the model, cached until the store changes."""
+    import json
+
+    return _summaries(str(store().path), loaded.model_id, json.dumps(loaded.params, sort_keys=True), store_stamp())
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _predictions(db: str, run_id: int, n_done: int, finished: float | None):
+    return _store(db).read_predictions(run_id)
+
+
+def predictions(run_id: int):
+    """Return a complete run's patch predictions, cached (a run's rows never change once complete)."""
+    run = store().run(run_id)
+    return _predictions(str(store().path), run_id, run.n_done, run.finished)
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A checkpoint ready to predict: the runner (model on its device) and its metadata."""

@@ -71,7 +71,7 @@ def current_patch(loaded: context.LoadedModel) -> tuple[np.ndarray, str, dict] |
             return None
         info = selected
     elif source == "most suspicious patch of a slide":
-        summaries = context.store().run_summaries(loaded.model_id, loaded.params)
+        summaries = context.run_summaries(loaded)
         done = sorted(n for n, s in summaries.items() if s["status"] == "complete")
         if not done:
             st.info("No slide has predictions with this model yet: run the model on the Review page.")

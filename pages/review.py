@@ -22,7 +22,7 @@ store = context.store()
 
 # -- the cohort table -----------------------------------------------------------------------------
 table = context.cohort()
-summaries = store.run_summaries(loaded.model_id, loaded.params)
+summaries = context.run_summaries(loaded)
 table["max F(I)"] = [summaries.get(name, {}).get("max_prob") for name in table["slide"]]
 table["status"] = [
     "predicted" if summaries.get(name, {}).get("status") == "complete" else summaries.get(name, {}).get("status", "not yet")
@@ -91,7 +91,7 @@ if summary is None or summary["status"] != "complete":
     st.image(thumb, caption=f"{name} ({slide.vendor}, {slide.dimensions[0]} x {slide.dimensions[1]} px)")
     st.stop()
 
-predictions = store.read_predictions(summary["run_id"])
+predictions = context.predictions(summary["run_id"])
 size0 = int(predictions.width[0]) if len(predictions) else 0
 
 # -- the heatmap and the decision at t ------------------------------------------------------------

@@ -36,7 +36,7 @@ splits = sorted(s for s in table["split"].unique() if s)
 split = st.segmented_control("Slides", ["all", *splits], default="all", key="threshold_split") or "all"
 if split != "all":
     table = table[table["split"] == split]
-summaries = store.run_summaries(loaded.model_id, loaded.params)
+summaries = context.run_summaries(loaded)
 done = [n for n in table["slide"] if summaries.get(n, {}).get("status") == "complete"]
 missing = [n for n in table["slide"] if n not in done]
 if missing:
