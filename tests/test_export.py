@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import shapely
 from PIL import Image
-from shapely.geometry import MultiPolygon, Polygon, box
+from shapely.geometry import MultiPolygon, Polygon
 
 from core import cli
 from core.annotations import load_tumors, read_annotations, read_asap_xml, tumor_region
@@ -150,7 +150,11 @@ def test_regions_connectivity_holes_and_overlap():
     over = grid_predictions(rng.uniform(0, 1, (6, 7)).tolist(), side=SIDE, stride=SIDE // 2)
     got = shapely.union_all([r.geometry for r in merge_regions(over, 0.5)])
     assert got.symmetric_difference(squares_union(over, 0.5)).area == 0
-    assert merge_regions(over, 1.0) == [] or all(r.max_prob >= 1.0 for r in merge_regions(over, 1.0))
+    assert merge_regions(over, 1.0) == []
+    # A repeated patch (not a coverage) is merged by the general union too.
+    twice = patches([0, 0, SIDE], [0, 0, 0], [0.9, 0.8, 0.7])
+    (only,) = merge_regions(twice, 0.5)
+    assert only.area_px == 2 * SIDE**2 and only.n_patches == 3
     with pytest.raises(ExportError, match="threshold"):
         merge_regions(over, 1.5)
 
@@ -411,6 +415,15 @@ def test_cli_export_and_report(export_data, tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "absent.sqlite").exists()
     assert cli.main(["export", "--db", db, "--format", "png", "--out", str(tmp_path / "z.png")]) == 2
     assert "--slide" in capsys.readouterr().err
+
+
+def test_demo_note():
+    from core.export import demo_note
+
+    real = SimpleNamespace(name="case_17", path=None)
+    assert demo_note({"label": "x"}, [real]) is None
+    assert "demo model" in demo_note({"demo": True}, [real])
+    assert "synthetic slides" in demo_note({}, [SimpleNamespace(name="demo_003", path=None)])
 
 
 def test_core_export_imports_no_app_streamlit_or_torch():

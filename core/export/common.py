@@ -129,12 +129,14 @@ def _union_of_boxes(boxes: np.ndarray, w: np.ndarray, h: np.ndarray, x: np.ndarr
     overlap): ``coverage_union_all`` merges them in ~0.15 s for 85k squares where
     ``union_all`` takes ~2.4 s. Distinct x values at least ``max(w)`` apart and distinct y
     values at least ``max(h)`` apart guarantee that (any two squares differ in x or in y by
-    at least a side); otherwise, or if the result is not valid, the general union is used.
+    at least a side) unless a patch is repeated; otherwise, or if the result is not valid,
+    the general union is used.
     """
     ux, uy = np.unique(x), np.unique(y)
     dx = np.diff(ux).min() if ux.size > 1 else np.inf
     dy = np.diff(uy).min() if uy.size > 1 else np.inf
-    if dx >= w.max() and dy >= h.max():
+    distinct = np.unique(np.column_stack([x, y]), axis=0).shape[0] == x.size  # a repeated patch overlaps itself
+    if distinct and dx >= w.max() and dy >= h.max():
         merged = shapely.coverage_union_all(boxes)
         if merged.is_valid:
             return merged
@@ -172,9 +174,11 @@ def merge_regions(predictions: Any, threshold: float) -> list[TumorRegion]:
     for k in range(n):
         members = [parts[i] for i in np.flatnonzero(label == k)]
         geometries.append(members[0] if len(members) == 1 else MultiPolygon(members))
-    # Patch centres lie inside their own square, so inside exactly one region.
+    # Patch centres lie inside their own square, so inside exactly one region. The regions
+    # query a tree of the points: the predicate then runs on each (prepared) region once,
+    # 15x faster than points querying a tree of large polygons.
     centres = shapely.points(xs + ws / 2, ys + hs / 2)
-    point_i, region_i = shapely.STRtree(geometries).query(centres, predicate="intersects")
+    region_i, point_i = shapely.STRtree(centres).query(geometries, predicate="intersects")
     owner = np.full(chosen.size, -1, dtype=np.int64)
     owner[point_i] = region_i
     regions = []
