@@ -236,6 +236,7 @@ class Explainer:
             float32 (their maps degrade badly in bf16), whatever ``precision`` asks.
         defaults: every parameter with its default (``target`` and ``precision`` included).
         choices: allowed values of the parameters that take one of a few strings.
+        pair_output: the model is seen as returning ``[1 - p, p]`` (LIME's classifier_fn).
     """
 
     name: ClassVar[str] = ""
@@ -243,6 +244,7 @@ class Explainer:
     pixel_gradient: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {}
     choices: ClassVar[dict[str, tuple]] = {}
+    pair_output: ClassVar[bool] = False
 
     def resolve_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Return the defaults updated with ``params``; raise ExplainError for unknown names or values."""
@@ -252,7 +254,7 @@ class Explainer:
                 f"{self.name} has no parameter {', '.join(map(repr, unknown))}; "
                 f"its parameters are {', '.join(sorted(self.defaults))}"
             )
-        merged = {**self.defaults, **{k: v for k, v in params.items()}}
+        merged = {**self.defaults, **params}
         for key, allowed in {"target": TARGETS, "precision": _PRECISION_CHOICES, **self.choices}.items():
             if key in merged and merged[key] not in allowed:
                 raise ExplainError(
@@ -273,7 +275,7 @@ class Explainer:
         device = model_device(model)
         requested = p.get("precision", "fp32")
         precision = "fp32" if self.pixel_gradient else requested
-        wrapper = ModelOutput(model, p["target"], pair=self.name == "lime")
+        wrapper = ModelOutput(model, p["target"], pair=self.pair_output)
         started = time.perf_counter()
         # inference_mode(False): a caller inside inference_mode would otherwise forbid gradients.
         with torch.inference_mode(False), precision_context(device, precision) as effective:

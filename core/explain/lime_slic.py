@@ -59,6 +59,7 @@ class LimeExplainer(Explainer):
 
     name = "lime"
     signed = True
+    pair_output = True
     defaults = {
         "target": "cancer",
         "n_segments": 50,
