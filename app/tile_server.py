@@ -14,6 +14,7 @@ import hashlib
 import logging
 import socket
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from starlette.routing import Route
 from core.errors import PathologyError
 from core.heatmap import ProbabilityGrid
 from core.slide_io import open_slide
-from core.tiles import SlideTiler, overlay_tile
+from core.tiles import SlideTiler, LRU, overlay_tile
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,11 @@ class _Overlay:
     outline: float | None
 
 
+MAX_REGISTERED = 64  # overlays / slide tilers kept; older ones are forgotten (their URLs then 404)
 _slides: dict[str, Path] = {}
-_tilers: dict[str, SlideTiler] = {}
-_overlays: dict[str, _Overlay] = {}
+_overlay_cache = LRU(8192)  # encoded overlay tiles by (token, z, x, y): a token fixes grid and style
+_tilers: OrderedDict[str, SlideTiler] = OrderedDict()
+_overlays: OrderedDict[str, _Overlay] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -67,6 +70,9 @@ def register_overlay(slide_token: str, run_key: object, grid: ProbabilityGrid, d
     token = _token("overlay", slide_token, run_key, colormap, cut, outline)
     with _lock:
         _overlays[token] = _Overlay(grid, tuple(dimensions), colormap, cut, outline)
+        _overlays.move_to_end(token)
+        while len(_overlays) > MAX_REGISTERED:
+            _overlays.popitem(last=False)
     return token
 
 
@@ -88,6 +94,8 @@ def _tiler(token: str) -> SlideTiler | None:
         tiler = SlideTiler(open_slide(path))
         with _lock:
             tiler = _tilers.setdefault(token, tiler)
+            while len(_tilers) > MAX_REGISTERED:
+                _tilers.popitem(last=False)
     return tiler
 
 
@@ -112,9 +120,13 @@ async def overlay_tile_route(request: Request) -> Response:
     z, x, y = params["z"], params["x"], params["y"]
     if overlay is None or z < 0 or not (0 <= x < 2**z and 0 <= y < 2**z):
         return Response("no such tile", status_code=404, media_type="text/plain")
-    data = await run_in_threadpool(
-        overlay_tile, overlay.grid, overlay.dimensions, z, x, y, colormap=overlay.colormap, cut=overlay.cut, outline=overlay.outline
-    )
+    key = (params["token"], z, x, y)
+    data = _overlay_cache.get(key)
+    if data is None:
+        data = await run_in_threadpool(
+            overlay_tile, overlay.grid, overlay.dimensions, z, x, y, colormap=overlay.colormap, cut=overlay.cut, outline=overlay.outline
+        )
+        _overlay_cache.put(key, data)
     return Response(data, media_type="image/png", headers=CACHE_HEADERS)
 
 

@@ -109,8 +109,15 @@ class PredictionRunner:
         precision: str = "auto",
         batch_size: int = DEFAULT_BATCH_SIZE,
         workers: int = DEFAULT_WORKERS,
+        commit_rows: int = 512,
+        commit_seconds: float = 1.0,
     ):
         self.device = resolve_device(device)
+        # Results are committed in transactions of up to commit_rows patches or commit_seconds
+        # of work, whichever comes first: a kill loses at most that much, and small batches
+        # of a fast model do not pay one SQLite commit each.
+        self.commit_rows = max(1, int(commit_rows))
+        self.commit_seconds = float(commit_seconds)
         self.precision = resolve_precision(self.device, precision)
         self.model = prepare_model(model, self.device, self.precision)
         self.model_id = model_id or model_id_of(model)
@@ -142,7 +149,7 @@ class PredictionRunner:
 
         A complete run for the same slide, model and tiling is returned as stored; a run
         left incomplete (interrupted) resumes with only its missing patches.
-        ``progress(done, total)`` is called after each committed batch.
+        ``progress(done, total)`` is called after each commit (``done`` = patches stored).
         """
         started = time.perf_counter()
         tiling = tiling or TilingParams(
@@ -203,17 +210,23 @@ class PredictionRunner:
             # Keep a bounded number of batches in flight: memory does not grow with the slide.
             ahead = self.workers + 1
             pending = {i: submit(i) for i in range(min(ahead, len(starts)))}
+            buffered: list[np.ndarray] = []
+            first = 0  # grid index of the first uncommitted patch
+            last_commit = time.perf_counter()
             for i, start in enumerate(starts):
                 patches = pending.pop(i).result()
                 if i + ahead < len(starts):
                     pending[i + ahead] = submit(i + ahead)
-                probs = self.forward(patches)
-                sl = slice(start, start + len(patches))
-                n = len(patches)
-                store.add_predictions(run_id, grid.x[sl], grid.y[sl], np.full(n, size0), np.full(n, size0), probs)
-                done += n
-                if progress:
-                    progress(done, total)
+                buffered.append(self.forward(patches))
+                end = start + len(patches)
+                if end - first >= self.commit_rows or time.perf_counter() - last_commit >= self.commit_seconds or end == len(grid):
+                    sl = slice(first, end)
+                    n = end - first
+                    store.add_predictions(run_id, grid.x[sl], grid.y[sl], np.full(n, size0), np.full(n, size0), np.concatenate(buffered))
+                    done += n
+                    first, buffered, last_commit = end, [], time.perf_counter()
+                    if progress:
+                        progress(done, total)
         return len(grid)
 
 
@@ -229,6 +242,7 @@ def predict_slide(
     precision: str = "auto",
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int = DEFAULT_WORKERS,
+    commit_rows: int = 512,
     progress: Progress | None = None,
     recompute: bool = False,
 ) -> SlideResult:
@@ -238,7 +252,8 @@ def predict_slide(
     prob = F(I) in [0, 1].
     """
     runner = PredictionRunner(
-        model, model_id=model_id, metadata=metadata, device=device, precision=precision, batch_size=batch_size, workers=workers
+        model, model_id=model_id, metadata=metadata, device=device, precision=precision, batch_size=batch_size,
+        workers=workers, commit_rows=commit_rows,
     )
     return runner.predict_slide(path, store, tiling, progress=progress, recompute=recompute)
 

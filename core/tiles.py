@@ -45,7 +45,7 @@ def tile_bounds(dimensions: tuple[int, int], z: int, x: int, y: int) -> tuple[fl
     return x * TILE * scale, y * TILE * scale, float(scale)
 
 
-class _LRU:
+class LRU:
     """A small thread-safe LRU cache of encoded tiles."""
 
     def __init__(self, size: int):
@@ -76,7 +76,7 @@ class SlideTiler:
         self.quality = quality
         self.max_zoom = max_zoom(slide.dimensions)
         self._dz = DeepZoomGenerator(slide.openslide, tile_size=TILE, overlap=0, limit_bounds=False)
-        self._cache = _LRU(cache_size)
+        self._cache = LRU(cache_size)
         self._blank = self._encode(Image.new("RGB", (TILE, TILE), WHITE))
 
     def _encode(self, image: Image.Image) -> bytes:

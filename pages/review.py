@@ -8,6 +8,7 @@ import streamlit as st
 from app import context, navigation, state, tile_server, widgets
 from app.figures import colorbar_figure, slide_overview_figure, slide_viewer_figure
 from core.errors import PathologyError
+from core.export import build_asap_xml, build_camelyon_csv, qupath_geojson_bytes, render_overview_png
 from core.heatmap import COLORMAPS, heatmap_over_thumbnail, probability_grid
 from core.slide_io import SUPPORTED_HINT
 from core.tiling import label_patches
@@ -162,6 +163,31 @@ if points:
     selected_patch = st.session_state[state.SELECTED_PATCH]
     if len(chosen) > 1:
         st.caption(f"{len(chosen)} patches selected; showing the one with the highest F(I).")
+
+# -- downloads: the result in the tools of the trade ----------------------------------------------
+with st.expander("Download this slide's result"):
+    note = "synthetic demo" if loaded.is_demo else None
+    cols = st.columns(4)
+    cols[0].download_button(
+        "QuPath GeoJSON (.geojson.gz)", lambda: qupath_geojson_bytes(predictions, t, compress=True),
+        file_name=f"{name}-t{t:.2f}.geojson.gz", mime="application/gzip", on_click="ignore",
+        help="Every patch as a QuPath tile with its probability as a measurement, plus the merged tumor regions at t.",
+    )
+    cols[1].download_button(
+        "ASAP XML regions", lambda: build_asap_xml(predictions, t).encode(), file_name=f"{name}-t{t:.2f}.xml",
+        mime="application/xml", on_click="ignore", help="The merged regions with F(I) ≥ t as ASAP / Camelyon16 polygons.",
+    )
+    cols[2].download_button(
+        "Camelyon16 detections (CSV)", lambda: build_camelyon_csv(predictions, header=True).encode(), file_name=f"{name}.csv",
+        mime="text/csv", on_click="ignore", help="prob,x,y of the local maxima (non-maximum suppression), as the Camelyon16 evaluation reads them.",
+    )
+    cols[3].download_button(
+        "Overview PNG", lambda: render_overview_png(
+            thumb, slide.dimensions, predictions, t, width=1600, title=f"{name} · model {loaded.model_id} · t = {t:.2f}",
+            note=note, colormap=colormap, opacity=opacity,
+        ),
+        file_name=f"{name}-overview-t{t:.2f}.png", mime="image/png", on_click="ignore",
+    )
 
 # -- the selected patch ---------------------------------------------------------------------------
 if selected_patch and selected_patch.get("slide") == name:

@@ -11,6 +11,7 @@ from app import context, state, widgets
 from app.figures import confusion_figure, froc_figure, pr_figure, roc_figure
 from core.evaluation import FROC_TARGETS, evaluate_cohort, load_cohort_tumors
 from core.errors import PathologyError
+from core.export import evaluate_store_cohort, evaluation_figures, figure_bytes, render_cohort_report
 
 st.title("Threshold tuning")
 loaded = widgets.require_model()
@@ -163,3 +164,28 @@ st.plotly_chart(
 )
 with st.expander("Per-slide table at t"):
     st.dataframe(result.slide_table(t), hide_index=True, width="stretch")
+
+# -- downloads ------------------------------------------------------------------------------------
+with st.expander("Download the figures and a cohort report"):
+    figures = evaluation_figures(result, t)
+    fmt = st.radio("Figure format", ["html", "png", "svg"], horizontal=True, key="figure_format",
+                   help="HTML is Plotly's own self-contained file; PNG and SVG are drawn with matplotlib (no browser engine here).")
+    cols = st.columns(3)
+    for i, (fig_name, fig) in enumerate(figures.items()):
+        cols[i % 3].download_button(
+            f"{fig_name} (.{fmt})", (lambda f=fig: figure_bytes(f, fmt)), file_name=f"{fig_name}-t{t:.2f}.{fmt}", on_click="ignore",
+            key=f"download-{fig_name}",
+        )
+
+    def report_html() -> bytes:
+        cohort_results = evaluate_store_cohort(
+            store, labels, annotations=context.data_dir() / "annotations", model_id=loaded.model_id, mode=mode,
+            params=loaded.params,
+        )
+        return render_cohort_report(cohort_results, t).encode()
+
+    st.download_button(
+        "Cohort report (one offline HTML file)", report_html, file_name=f"cohort-report-t{t:.2f}.html", mime="text/html",
+        on_click="ignore", type="primary",
+        help="The cohort table, the three evaluation views at t and a thumbnail with the heatmap per slide, in one file that opens offline.",
+    )

@@ -128,6 +128,14 @@ def test_pages_render_and_viewer_zooms(server):
             wait_for_run(page, 180)
             assert page.locator('[data-testid="stException"]').count() == 0, f"exception on {title}"
             page.screenshot(path=str(ARTIFACTS / f"page-{title.lower().replace(' ', '-')}.png"), full_page=True)
+            if title == "Threshold tuning":
+                # The cohort report downloads as one offline HTML file naming every slide.
+                page.get_by_text("Download the figures and a cohort report").click()
+                with page.expect_download(timeout=120_000) as download:
+                    page.get_by_role("button", name=re.compile("Cohort report")).click()
+                html = Path(download.value.path()).read_text()
+                assert "<html" in html.lower() and all(f"demo_00{i}" in html for i in range(1, 5))
+                assert not re.search(r"<script[^>]+src=|<link[^>]+href=[\"']https?:", html)
         browser.close()
     outside = [u for u in requests if not re.match(r"^(https?://(localhost|127\.0\.0\.1)(:\d+)?/|data:|blob:)", u)]
     assert not outside, f"requests left the machine: {outside[:5]}"

@@ -93,7 +93,7 @@ def test_interrupted_run_resumes_without_duplicates(demo_cohort, tiny_model, tmp
             raise Stop()
 
     store = ResultStore(tmp_path / "r.sqlite")
-    runner = PredictionRunner(tiny_model, device="cpu", precision="fp32", batch_size=8)
+    runner = PredictionRunner(tiny_model, device="cpu", precision="fp32", batch_size=8, commit_rows=8)
     with pytest.raises(Exception):
         runner.predict_slide(slide_path(demo_cohort), store, TILING, progress=stop_after_three_batches)
     [run] = store.runs()
@@ -120,7 +120,7 @@ def progress(done, total):
     if done >= 40:
         os.kill(os.getpid(), signal.SIGKILL)
 predict_slide({str(slide_path(demo_cohort))!r}, model, ResultStore({str(db)!r}), TilingParams(level=1, patch_size=64),
-              model_id=meta["model_id"], device="cpu", batch_size=8, progress=progress)
+              model_id=meta["model_id"], device="cpu", batch_size=8, commit_rows=8, progress=progress)
 """
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr
