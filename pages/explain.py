@@ -43,6 +43,8 @@ with st.expander("Method parameters"):
     cols = st.columns(3)
     conv_layers = loaded.model.conv_layer_names()
     params = {m: {"target": target} for m in METHODS}
+    for fast in ("gradcam", "occlusion", "lime"):  # forward-only methods may use bf16 where it is native
+        params[fast]["precision"] = "auto"
     params["gradcam"]["layer"] = cols[0].selectbox("Grad-CAM layer", conv_layers, index=len(conv_layers) - 1)
     params["smoothgrad"]["n_samples"] = int(cols[1].number_input("SmoothGrad samples", 5, 200, method_defaults("smoothgrad")["n_samples"]))
     params["smoothgrad"]["noise"] = float(cols[2].number_input("SmoothGrad noise (std, 0..1 image)", 0.01, 0.5, method_defaults("smoothgrad")["noise"], step=0.01))
