@@ -182,9 +182,8 @@ with st.expander("Download this slide's result"):
         mime="text/csv", on_click="ignore", help="prob,x,y of the local maxima (non-maximum suppression), as the Camelyon16 evaluation reads them.",
     )
     cols[3].download_button(
-        "Overview PNG", lambda: render_overview_png(
-            thumb, slide.dimensions, predictions, t, width=1600, title=f"{name} · model {loaded.model_id} · t = {t:.2f}",
-            note=note, colormap=colormap, opacity=opacity,
+        "Overview PNG", lambda title=f"{name} · model {loaded.model_id} · t = {t:.2f}", dims=slide.dimensions: render_overview_png(
+            thumb, dims, predictions, t, width=1600, title=title, note=note, colormap=colormap, opacity=opacity,
         ),
         file_name=f"{name}-overview-t{t:.2f}.png", mime="image/png", on_click="ignore",
     )

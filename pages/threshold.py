@@ -173,15 +173,14 @@ with st.expander("Download the figures and a cohort report"):
     cols = st.columns(3)
     for i, (fig_name, fig) in enumerate(figures.items()):
         cols[i % 3].download_button(
-            f"{fig_name} (.{fmt})", (lambda f=fig: figure_bytes(f, fmt)), file_name=f"{fig_name}-t{t:.2f}.{fmt}", on_click="ignore",
+            f"{fig_name} (.{fmt})", (lambda f=fig, fmt=fmt: figure_bytes(f, fmt)), file_name=f"{fig_name}-t{t:.2f}.{fmt}", on_click="ignore",
             key=f"download-{fig_name}",
         )
 
-    def report_html() -> bytes:
-        cohort_results = evaluate_store_cohort(
-            store, labels, annotations=context.data_dir() / "annotations", model_id=loaded.model_id, mode=mode,
-            params=loaded.params,
-        )
+    # The download runs in another thread, without session state: bind everything it needs now.
+    def report_html(store=store, labels=dict(labels), annotations=context.data_dir() / "annotations",
+                    model_id=loaded.model_id, mode=mode, params=loaded.params, t=t) -> bytes:
+        cohort_results = evaluate_store_cohort(store, labels, annotations=annotations, model_id=model_id, mode=mode, params=params)
         return render_cohort_report(cohort_results, t).encode()
 
     st.download_button(

@@ -129,6 +129,12 @@ def test_pages_render_and_viewer_zooms(server):
             assert page.locator('[data-testid="stException"]').count() == 0, f"exception on {title}"
             page.screenshot(path=str(ARTIFACTS / f"page-{title.lower().replace(' ', '-')}.png"), full_page=True)
             if title == "Threshold tuning":
+                missing = page.get_by_role("button", name=re.compile("^Run the model on the \\d+ missing slides"))
+                if missing.count():
+                    missing.click()
+                    wait_for_run(page, 300)
+                    page.get_by_role("heading", name="3. Do we detect the individual tumors?").wait_for(timeout=120_000)
+                page.screenshot(path=str(ARTIFACTS / "page-threshold-tuning-cohort.png"), full_page=True)
                 # The cohort report downloads as one offline HTML file naming every slide.
                 page.get_by_text("Download the figures and a cohort report").click()
                 with page.expect_download(timeout=120_000) as download:
