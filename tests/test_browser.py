@@ -136,9 +136,14 @@ def test_pages_render_and_viewer_zooms(server):
                     page.get_by_role("heading", name="3. Do we detect the individual tumors?").wait_for(timeout=120_000)
                 page.screenshot(path=str(ARTIFACTS / "page-threshold-tuning-cohort.png"), full_page=True)
                 # The cohort report downloads as one offline HTML file naming every slide.
+                page.get_by_text("have no predictions with this model yet").wait_for(state="detached", timeout=120_000)
+                wait_for_run(page, 120)
                 page.get_by_text("Download the figures and a cohort report").click()
+                button = page.get_by_role("button", name=re.compile("Cohort report"))
+                button.wait_for(timeout=30_000)
+                page.wait_for_timeout(1000)
                 with page.expect_download(timeout=120_000) as download:
-                    page.get_by_role("button", name=re.compile("Cohort report")).click()
+                    button.click()
                 html = Path(download.value.path()).read_text()
                 assert "<html" in html.lower() and all(f"demo_00{i}" in html for i in range(1, 5))
                 assert not re.search(r"<script[^>]+src=|<link[^>]+href=[\"']https?:", html)
