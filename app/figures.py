@@ -198,11 +198,13 @@ def slide_viewer_figure(
     selected: int | None = None,
     height: int = 620,
     revision: str = "viewer",
+    focus: tuple[float, float] | None = None,
 ) -> go.Figure:
     """Return a pan-and-zoom viewer: slide and overlay tiles in a MapLibre map (plotly Scattermap).
 
     The slide lives on a Web-Mercator world square (core.tiles); ``slide_tiles`` and
-    ``overlay_tiles`` are root-relative URL templates ``.../{z}/{x}/{y}``. Patch centres are
+    ``overlay_tiles`` are root-relative URL templates ``.../{z}/{x}/{y}``. ``focus`` (level-0
+    x, y) opens the view there at full resolution instead of fitting the slide. Patch centres are
     an invisible, selectable marker trace (click or box-select); tumors are outlines.
     Everything works offline: the style has no glyphs, sprites or remote sources.
     """
@@ -254,6 +256,9 @@ def slide_viewer_figure(
     # Fit the slide in an ~900 x 600 px view: MapLibre's world is 512 * 2**zoom px wide.
     fit = np.log2(min(900 / (512 * width0 / (256 * 2**top)), 600 / (512 * height0 / (256 * 2**top))))
     centre_lon, centre_lat = to_lonlat([width0 / 2], [height0 / 2], dimensions)
+    if focus is not None:  # centre a level-0 point at full resolution (one screen px = one level-0 px)
+        centre_lon, centre_lat = to_lonlat([focus[0]], [focus[1]], dimensions)
+        fit = top - 1
     fig.update_layout(
         map=dict(style=style, center=dict(lon=float(centre_lon[0]), lat=float(centre_lat[0])), zoom=float(fit),
                  bounds=dict(west=bounds[0], south=bounds[1], east=bounds[2], north=bounds[3])),

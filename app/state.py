@@ -15,6 +15,7 @@ CUT_BELOW_T = "cut_below_t"
 OVERVIEW_CHART = "overview_chart"
 EVAL_MODE = "evaluation_mode"
 VIEW_MODE = "view_mode"
+VIEW_FOCUS = "view_focus"  # (slide, level-0 x, level-0 y) the viewer opens at
 
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_OPACITY = 0.45

@@ -125,7 +125,19 @@ selected_index = None
 if selected_patch and selected_patch.get("slide") == name:
     hit = np.nonzero((predictions.x == selected_patch["x"]) & (predictions.y == selected_patch["y"]))[0]
     selected_index = int(hit[0]) if hit.size else None
-view = st.segmented_control("View", ["Deep zoom", "Overview"], default="Deep zoom", key=state.VIEW_MODE) or "Deep zoom"
+view_cols = st.columns([2, 1])
+with view_cols[0]:
+    view = st.segmented_control("View", ["Deep zoom", "Overview"], default="Deep zoom", key=state.VIEW_MODE) or "Deep zoom"
+if len(predictions) and view_cols[1].button("Go to the most suspicious patch", help="Select the patch with the highest F(I) and zoom the viewer onto it at full resolution."):
+    best = int(np.argmax(predictions.prob))
+    st.session_state[state.SELECTED_PATCH] = {
+        "slide": name, "path": str(slide.path), "x": int(predictions.x[best]), "y": int(predictions.y[best]),
+        "size0": size0, "level": loaded.tiling.level, "patch_size": loaded.tiling.patch_size, "prob": float(predictions.prob[best]),
+    }
+    st.session_state[state.VIEW_FOCUS] = (name, float(centres_x[best]), float(centres_y[best]))
+    selected_patch, selected_index = st.session_state[state.SELECTED_PATCH], best
+focus = st.session_state.get(state.VIEW_FOCUS)
+focus = focus[1:] if focus and focus[0] == name else None
 if view == "Deep zoom":
     slide_token = tile_server.register_slide(slide.path)
     overlay_token = tile_server.register_overlay(
@@ -134,7 +146,7 @@ if view == "Deep zoom":
     figure = slide_viewer_figure(
         slide.dimensions, tile_server.slide_url(slide_token), tile_server.overlay_url(overlay_token), opacity=opacity,
         centres_x=centres_x, centres_y=centres_y, probs=predictions.prob, tumors=tumors if show_annotations else None,
-        selected=selected_index, revision=f"viewer-{name}",
+        selected=selected_index, revision=f"viewer-{name}-{focus}", focus=focus,
     )
     st.caption("Scroll to zoom down to full resolution, drag to pan. Cyan outlines: patches with F(I) ≥ t. Click a patch (or box-select) to inspect it.")
 else:
@@ -200,5 +212,8 @@ if selected_patch and selected_patch.get("slide") == name:
         st.write(f"Called **{'cancer' if selected_patch['prob'] >= t else 'no cancer'}** at t = {t:.2f}.")
         if label is not None:
             st.write(f"Annotation label (inner square touches a tumor): **{'tumor' if label else 'normal'}**.")
+        if view == "Deep zoom" and st.button("Zoom the viewer to this patch"):
+            st.session_state[state.VIEW_FOCUS] = (name, x + size0 / 2, y + size0 / 2)
+            st.rerun()
         if st.button("Explain this patch", type="primary"):
             st.switch_page(navigation.page("explain.py"))

@@ -47,6 +47,11 @@ def test_review_predicts_and_decides_at_t(app):
     at.sidebar.slider[0].set_value(max(0.0, round(score - 0.01, 2))).run()
     assert next(m for m in at.metric if m.label.startswith("Decision at t")).value == "cancer"
     assert not at.exception
+    # Jumping to the most suspicious patch selects the patch whose F(I) is the slide score.
+    next(b for b in at.button if b.label == "Go to the most suspicious patch").click().run()
+    assert not at.exception, at.exception
+    assert float(next(m for m in at.metric if m.label.startswith("F(I), probability")).value) == pytest.approx(score, abs=1e-3)
+    assert at.session_state["view_focus"][0] == "demo_001"
 
 
 @pytest.fixture(scope="module")
