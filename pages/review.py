@@ -162,7 +162,7 @@ event = st.plotly_chart(
     figure, key=f"{state.OVERVIEW_CHART}-{view}-{name}", on_select="rerun", selection_mode=("points", "box"), width="stretch",
     config={"scrollZoom": True, "displaylogo": False},
 )
-st.plotly_chart(colorbar_figure(colormap, t), width="stretch", config={"displayModeBar": False})
+st.plotly_chart(colorbar_figure(colormap, t), width="stretch", theme=None, config={"displayModeBar": False})
 
 points = [p for p in (event.selection.points if event else []) if p.get("curve_number", 0) == 0]
 if points:
