@@ -101,7 +101,7 @@ def colorbar_figure(colormap: str, threshold: float, height: int = 80) -> go.Fig
     fig.add_vline(x=threshold, line=dict(color="cyan", width=3))
     fig.update_yaxes(visible=False)
     fig.update_xaxes(title=None, tickvals=[0, 0.25, 0.5, 0.75, 1.0], range=[0, 1])
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=5, b=25), plot_bgcolor="white", paper_bgcolor="white",
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=22, b=25), plot_bgcolor="white", paper_bgcolor="white",
                       annotations=[dict(x=threshold, y=1.0, yref="paper", text=f"t = {threshold:.2f}", showarrow=False, yanchor="bottom")])
     return fig
 
