@@ -132,6 +132,21 @@ def major_axis_length(geometry: BaseGeometry) -> float:
     return float(4 * np.sqrt(max(l1, 0.0)))
 
 
+def group_touching(parts: list[Polygon]) -> list[BaseGeometry]:
+    """Return the polygons grouped by 8-connectivity: parts that touch (even at one corner
+    point, which a union leaves apart) form one region, a Polygon or a MultiPolygon."""
+    if not parts:
+        return []
+    tree = shapely.STRtree(parts)
+    a, b = tree.query(parts, predicate="intersects")
+    n, label = connected_components(coo_matrix((np.ones(a.size), (a, b)), shape=(len(parts), len(parts))), directed=False)
+    regions: list[BaseGeometry] = []
+    for k in range(n):
+        members = [parts[i] for i in np.flatnonzero(label == k)]
+        regions.append(members[0] if len(members) == 1 else MultiPolygon(members))
+    return regions
+
+
 def evaluation_regions(
     tumors: Sequence[BaseGeometry],
     mpp: float,
@@ -160,14 +175,7 @@ def evaluation_regions(
     # binary_fill_holes: keep exteriors only; a filled part may now cover another part.
     filled = shapely.union_all([Polygon(p.exterior) for p in shapely.get_parts(grown) if isinstance(p, Polygon)])
     pieces = [p for p in shapely.get_parts(filled) if isinstance(p, Polygon) and not p.is_empty]
-    # 8-connectivity: pieces that touch at a point (left apart by the union) are one region.
-    tree = shapely.STRtree(pieces)
-    a, b = tree.query(pieces, predicate="intersects")
-    n, label = connected_components(coo_matrix((np.ones(a.size), (a, b)), shape=(len(pieces), len(pieces))), directed=False)
-    regions: list[BaseGeometry] = []
-    for k in range(n):
-        members = [pieces[i] for i in np.flatnonzero(label == k)]
-        regions.append(members[0] if len(members) == 1 else MultiPolygon(members))
+    regions = group_touching(pieces)
     regions.sort(key=lambda g: (g.bounds[1], g.bounds[0], g.bounds[3], g.bounds[2]))
     axis_um = np.array([major_axis_length(g) * mpp for g in regions])  # px -> um
     return EvaluationRegions(tuple(regions), axis_um, axis_um < itc_um)

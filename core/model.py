@@ -347,11 +347,23 @@ def save_checkpoint(path: str | os.PathLike, model: PatchClassifier, metadata: d
         "metadata": meta,
         "model_id": model_id,
     }
+    atomic_torch_save(payload, Path(path))
+    return model_id
+
+
+def atomic_torch_save(payload: Any, path: str | os.PathLike) -> None:
+    """Write ``payload`` with torch.save next to ``path`` then rename it into place.
+
+    A crash never leaves a half-written file behind. The file gets the permissions of any
+    file the user creates (umask), not mkstemp's private 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Write next to the target then rename: a crash never leaves a half-written checkpoint behind.
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp_name, 0o666 & ~mask)
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
@@ -360,7 +372,6 @@ def save_checkpoint(path: str | os.PathLike, model: PatchClassifier, metadata: d
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
-    return model_id
 
 
 def load_checkpoint(

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import streamlit as st
 
-from app import state, widgets
+from app import widgets
 from core.explain import METHODS, explain_patch, explanation_key, method_defaults
 from core.errors import PathologyError
 from core.export import render_explanations_png

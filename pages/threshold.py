@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import streamlit as st
 
 from app import context, state, widgets

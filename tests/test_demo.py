@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from core.annotations import load_tumors, read_geojson
+from core.annotations import load_tumors
 from core.demo import cohort_layout, make_demo_cohort
 from core.slide_io import Slide
 from core.tiling import TilingParams, label_grid, tile_grid

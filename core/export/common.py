@@ -25,11 +25,10 @@ from typing import Any
 
 import numpy as np
 import shapely
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
+from core.camelyon import group_touching
 from core.errors import PathologyError
 
 __all__ = [
@@ -167,13 +166,7 @@ def merge_regions(predictions: Any, threshold: float) -> list[TumorRegion]:
     union = shapely.simplify(_union_of_boxes(boxes, ws, hs, xs, ys), 0.0)  # drops collinear vertices only
     parts = [p for p in shapely.get_parts(union) if isinstance(p, Polygon) and not p.is_empty]
     # 8-connectivity: parts of the union touch at corners at most; such parts are one region.
-    tree = shapely.STRtree(parts)
-    a, b = tree.query(parts, predicate="intersects")
-    n, label = connected_components(coo_matrix((np.ones(a.size), (a, b)), shape=(len(parts), len(parts))), directed=False)
-    geometries: list[BaseGeometry] = []
-    for k in range(n):
-        members = [parts[i] for i in np.flatnonzero(label == k)]
-        geometries.append(members[0] if len(members) == 1 else MultiPolygon(members))
+    geometries = group_touching(parts)
     # Patch centres lie inside their own square, so inside exactly one region. The regions
     # query a tree of the points: the predicate then runs on each (prepared) region once,
     # 15x faster than points querying a tree of large polygons.

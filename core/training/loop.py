@@ -38,12 +38,12 @@ import torch.nn.functional as F
 
 from core.device import autocast_for, resolve_precision
 from core.inference import to_tensor
-from core.model import build_model, load_checkpoint, save_checkpoint
+from core.model import atomic_torch_save, build_model, load_checkpoint, save_checkpoint
 from core.tiling import TilingParams
 from core.training.augment import ColorJitterRanges, augment_batch
 from core.training.config import IDENTITY_FIELDS, TrainConfig, TrainingError
 from core.training.data import index_slides, prefetch, read_cohort_table, read_samples, read_slide_patches
-from core.training.distributed import DistContext, all_gather_arrays, all_mean, init_distributed
+from core.training.distributed import all_gather_arrays, all_mean, init_distributed
 from core.training.evaluate import bce_from_logits, binary_auc, slide_auc, slide_max_scores
 from core.training.sampler import ThreeStepSampler
 from core.training.schedule import RecipeSchedule
@@ -123,21 +123,6 @@ def _readable(tmp: str) -> None:
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(tmp, 0o666 & ~mask)
-
-
-def _atomic_torch_save(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    _readable(tmp)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -423,7 +408,7 @@ class _Trainer:
         }
         # The state file alone is enough to resume (weights included): a crash between the
         # writes below never leaves an inconsistent pair.
-        _atomic_torch_save(state, self.out / "last-state.pt")
+        atomic_torch_save(state, self.out / "last-state.pt")
         save_checkpoint(self.out / "last.pt", self.model, meta)
         write_metrics(self.out / "metrics.csv", self.history)
 
