@@ -119,6 +119,18 @@ def test_pages_render_and_viewer_zooms(server):
         assert all(responses.get(u) == 200 for u in deeper if u in responses)
         page.screenshot(path=str(ARTIFACTS / "review-viewer-zoomed.png"))
 
+        # Bad uploads: a clear message in the page, and the app keeps working.
+        page.locator('[data-testid="stMain"] input[type=file]').first.set_input_files(
+            files=[{"name": "broken.svs", "mimeType": "application/octet-stream", "buffer": b"II*\x00" + bytes(2000)}]
+        )
+        page.get_by_text(re.compile("broken.svs: .*(OpenSlide can read|damaged|unsupported)")).wait_for(timeout=60_000)
+        page.locator('[data-testid="stSidebar"] input[type=file]').first.set_input_files(
+            files=[{"name": "not-a-model.pt", "mimeType": "application/octet-stream", "buffer": b"this is not a checkpoint"}]
+        )
+        page.get_by_text(re.compile("not-a-model.pt: .*(corrupt|not a PyTorch)")).wait_for(timeout=60_000)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.screenshot(path=str(ARTIFACTS / "review-bad-uploads.png"))
+
         for title in PAGES[1:]:
             link = page.get_by_role("link", name=title)
             if not link.count():
