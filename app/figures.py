@@ -12,6 +12,13 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
 
+from core.export.figures import confusion_figure, froc_figure, pr_figure, roc_figure, thin_curve
+
+__all__ = [
+    "PATCH_TRACE", "image_data_uri", "outline_xy", "slide_overview_figure", "colorbar_figure", "slide_viewer_figure",
+    "training_figures", "objective_figure", "roc_figure", "pr_figure", "froc_figure", "confusion_figure", "thin_curve",
+]
+
 PATCH_TRACE = "patches"
 
 
@@ -107,16 +114,8 @@ def colorbar_figure(colormap: str, threshold: float, height: int = 80) -> go.Fig
 
 
 # -- evaluation curves ------------------------------------------------------------------------
-MAX_CURVE_POINTS = 2000
-
-
-def thin_curve(*arrays: np.ndarray, limit: int = MAX_CURVE_POINTS) -> list[np.ndarray]:
-    """Return the arrays subsampled to at most ``limit`` points (ends kept) for drawing."""
-    n = len(arrays[0])
-    if n <= limit:
-        return [np.asarray(a) for a in arrays]
-    index = np.unique(np.r_[np.linspace(0, n - 1, limit).astype(int), n - 1])
-    return [np.asarray(a)[index] for a in arrays]
+# The ROC, precision-recall, FROC and confusion figures are core's (the report and the CLI
+# draw the same ones; imported above): plain arrays in, plotly figures out.
 
 
 def _curve_figure(title: str, x_title: str, y_title: str, height: int = 360) -> go.Figure:
@@ -126,62 +125,6 @@ def _curve_figure(title: str, x_title: str, y_title: str, height: int = 360) -> 
         xaxis_title=x_title, yaxis_title=y_title, legend=dict(orientation="h", y=-0.25),
         uirevision=title,
     )
-    return fig
-
-
-def roc_figure(fpr, tpr, point: tuple[float, float] | None, *, title: str, auc: float | None, threshold: float) -> go.Figure:
-    """Return a ROC curve (FPR vs TPR) with the operating point at the threshold marked."""
-    fig = _curve_figure(title, "false positive rate (1 - specificity)", "true positive rate (sensitivity)")
-    fpr, tpr = thin_curve(fpr, tpr)
-    label = f"ROC (AUC {auc:.3f})" if auc is not None else "ROC"
-    fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=label, line=dict(color="#1f77b4", width=2)))
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color="grey", dash="dot", width=1)))
-    if point is not None:
-        fig.add_trace(go.Scatter(x=[point[0]], y=[point[1]], mode="markers", name=f"t = {threshold:.2f}", marker=dict(size=13, color="#d62728", symbol="x")))
-    fig.update_xaxes(range=[-0.01, 1.01])
-    fig.update_yaxes(range=[-0.01, 1.01])
-    return fig
-
-
-def pr_figure(precision, recall, point: tuple[float, float] | None, *, ap: float | None, threshold: float) -> go.Figure:
-    """Return a precision-recall curve with the point at the threshold marked."""
-    fig = _curve_figure("Patch precision-recall", "recall (sensitivity)", "precision")
-    recall, precision = thin_curve(recall, precision)
-    label = f"PR (AP {ap:.3f})" if ap is not None else "PR"
-    fig.add_trace(go.Scatter(x=recall, y=precision, mode="lines", name=label, line=dict(color="#2ca02c", width=2)))
-    if point is not None:
-        fig.add_trace(go.Scatter(x=[point[0]], y=[point[1]], mode="markers", name=f"t = {threshold:.2f}", marker=dict(size=13, color="#d62728", symbol="x")))
-    fig.update_xaxes(range=[-0.01, 1.01])
-    fig.update_yaxes(range=[-0.01, 1.01])
-    return fig
-
-
-def froc_figure(avg_fp, sensitivity, point: tuple[float, float] | None, *, score: float | None, targets, target_sensitivity, threshold: float, title: str = "FROC") -> go.Figure:
-    """Return a FROC curve (AvgFP on a log axis vs sensitivity), the point at t and the score's targets."""
-    fig = _curve_figure(title, "average false positives per normal slide (AvgFP)", "sensitivity (share of tumors found)")
-    avg_fp = np.asarray(avg_fp, dtype=float)
-    sensitivity = np.asarray(sensitivity, dtype=float)
-    ok = np.isfinite(avg_fp) & np.isfinite(sensitivity)
-    avg_fp, sensitivity = thin_curve(avg_fp[ok], sensitivity[ok])
-    shown = np.maximum(avg_fp, 1e-3)  # log axis: zero false positives drawn at 1e-3
-    label = f"FROC (score {score:.3f})" if score is not None else "FROC"
-    fig.add_trace(go.Scatter(x=shown, y=sensitivity, mode="lines", name=label, line=dict(color="#9467bd", width=2, shape="hv")))
-    if len(target_sensitivity):
-        fig.add_trace(go.Scatter(x=list(targets), y=list(target_sensitivity), mode="markers", name="score targets (1/4 ... 8 FP)", marker=dict(size=8, color="#ff7f0e")))
-    if point is not None and point[0] is not None and point[1] is not None:
-        fig.add_trace(go.Scatter(x=[max(point[0], 1e-3)], y=[point[1]], mode="markers", name=f"t = {threshold:.2f}", marker=dict(size=13, color="#d62728", symbol="x")))
-    fig.update_xaxes(type="log")
-    fig.update_yaxes(range=[-0.01, 1.01])
-    return fig
-
-
-def confusion_figure(matrix: list[list[int]], *, title: str, labels=("normal", "tumor")) -> go.Figure:
-    """Return a 2 x 2 confusion matrix (rows: truth, columns: prediction) with counts in the cells."""
-    z = np.asarray(matrix)
-    text = [[f"{v:,}" for v in row] for row in z]
-    fig = go.Figure(go.Heatmap(z=z, x=[f"predicted {l}" for l in labels], y=[f"true {l}" for l in labels], text=text, texttemplate="%{text}", colorscale="Blues", showscale=False, hoverinfo="skip"))
-    fig.update_yaxes(autorange="reversed")
-    fig.update_layout(title=dict(text=title, font=dict(size=15)), height=260, margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 
