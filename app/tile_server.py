@@ -42,6 +42,7 @@ class _Overlay:
     colormap: str
     cut: float | None
     outline: float | None
+    fade: bool = False
 
 
 MAX_REGISTERED = 64  # overlays / slide tilers kept; older ones are forgotten (their URLs then 404)
@@ -65,11 +66,14 @@ def register_slide(path: Path) -> str:
     return token
 
 
-def register_overlay(slide_token: str, run_key: object, grid: ProbabilityGrid, dimensions: tuple[int, int], *, colormap: str, cut: float | None, outline: float | None) -> str:
+def register_overlay(
+    slide_token: str, run_key: object, grid: ProbabilityGrid, dimensions: tuple[int, int], *,
+    colormap: str, cut: float | None, outline: float | None, fade: bool = False,
+) -> str:
     """Allow overlay tiles of a run's probabilities with these display settings; return the token."""
-    token = _token("overlay", slide_token, run_key, colormap, cut, outline)
+    token = _token("overlay", slide_token, run_key, colormap, cut, outline, fade)
     with _lock:
-        _overlays[token] = _Overlay(grid, tuple(dimensions), colormap, cut, outline)
+        _overlays[token] = _Overlay(grid, tuple(dimensions), colormap, cut, outline, fade)
         _overlays.move_to_end(token)
         while len(_overlays) > MAX_REGISTERED:
             _overlays.popitem(last=False)
@@ -124,7 +128,8 @@ async def overlay_tile_route(request: Request) -> Response:
     data = _overlay_cache.get(key)
     if data is None:
         data = await run_in_threadpool(
-            overlay_tile, overlay.grid, overlay.dimensions, z, x, y, colormap=overlay.colormap, cut=overlay.cut, outline=overlay.outline
+            overlay_tile, overlay.grid, overlay.dimensions, z, x, y, colormap=overlay.colormap, cut=overlay.cut,
+            outline=overlay.outline, fade=overlay.fade,
         )
         _overlay_cache.put(key, data)
     return Response(data, media_type="image/png", headers=CACHE_HEADERS)

@@ -84,6 +84,7 @@ def render_overlay(
     cut: float | None = None,
     outline: float | None = None,
     outline_color: tuple[int, int, int] = (0, 255, 255),
+    fade: bool = False,
 ) -> np.ndarray:
     """Return an RGBA uint8 (height, width, 4) picture of the probabilities.
 
@@ -94,6 +95,8 @@ def render_overlay(
         opacity: alpha in [0, 1] of cells with a prediction.
         cut: if set, cells with F(I) < cut are transparent.
         outline: if set, the border of the cells with F(I) >= outline is drawn opaque.
+        fade: scale each cell's alpha by its probability (0.15 + 0.85 F(I)), so tissue the
+            model finds normal stays visible and the suspicious cells stand out.
     """
     width, height = size
     rgba = np.zeros((height, width, 4), dtype=np.uint8)
@@ -107,7 +110,12 @@ def render_overlay(
     index = np.clip(np.nan_to_num(values, nan=0.0) * 255 + 0.5, 0, 255).astype(np.uint8)
     rgba[..., :3] = lut[index]
     shown = known if cut is None else known & (values >= cut)
-    rgba[..., 3] = np.where(shown, np.uint8(round(255 * float(np.clip(opacity, 0, 1)))), 0)
+    alpha = 255 * float(np.clip(opacity, 0, 1))
+    if fade:
+        weight = 0.15 + 0.85 * np.clip(np.nan_to_num(values, nan=0.0), 0, 1)
+        rgba[..., 3] = np.where(shown, np.round(alpha * weight), 0).astype(np.uint8)
+    else:
+        rgba[..., 3] = np.where(shown, np.uint8(round(alpha)), 0)
     if outline is not None:
         above = known & (values >= outline)
         edge = np.zeros_like(above)

@@ -137,6 +137,7 @@ def overlay_tile(
     colormap: str = "inferno",
     cut: float | None = None,
     outline: float | None = None,
+    fade: bool = False,
 ) -> bytes:
     """Return the PNG bytes (RGBA) of the probability overlay for tile (z, x, y).
 
@@ -144,7 +145,7 @@ def overlay_tile(
     the cells below it are transparent; ``outline`` draws the border of cells >= it.
     """
     x0, y0, scale = tile_bounds(dimensions, z, x, y)
-    rgba = render_overlay(grid, (TILE, TILE), origin=(x0, y0), scale=scale, colormap=colormap, opacity=1.0, cut=cut, outline=outline)
+    rgba = render_overlay(grid, (TILE, TILE), origin=(x0, y0), scale=scale, colormap=colormap, opacity=1.0, cut=cut, outline=outline, fade=fade)
     return png_bytes(rgba)
 
 

@@ -96,11 +96,12 @@ predictions = context.predictions(summary["run_id"])
 size0 = int(predictions.width[0]) if len(predictions) else 0
 
 # -- the heatmap and the decision at t ------------------------------------------------------------
-controls = st.columns([1, 1, 1, 1])
+controls = st.columns([1, 1, 1, 1, 1])
 opacity = controls[0].slider("Heatmap opacity", 0.0, 1.0, state.DEFAULT_OPACITY, 0.05, key=state.OPACITY)
 colormap = controls[1].selectbox("Colour map", COLORMAPS, key=state.COLORMAP)
 show_annotations = controls[2].toggle("Annotation outlines", value=True, key=state.SHOW_ANNOTATIONS)
 cut = controls[3].toggle("Hide patches below t", value=False, key=state.CUT_BELOW_T)
+fade = controls[4].toggle("Fade low F(I)", value=True, key=state.FADE_LOW, help="Each cell's opacity grows with its probability, so tissue the model finds normal stays visible.")
 
 try:
     tumors = context.tumors(name) if row["split"] != "uploaded" else []
@@ -141,7 +142,7 @@ focus = focus[1:] if focus and focus[0] == name else None
 if view == "Deep zoom":
     slide_token = tile_server.register_slide(slide.path)
     overlay_token = tile_server.register_overlay(
-        slide_token, summary["run_id"], grid, slide.dimensions, colormap=colormap, cut=t if cut else None, outline=t
+        slide_token, summary["run_id"], grid, slide.dimensions, colormap=colormap, cut=t if cut else None, outline=t, fade=fade,
     )
     figure = slide_viewer_figure(
         slide.dimensions, tile_server.slide_url(slide_token), tile_server.overlay_url(overlay_token), opacity=opacity,
@@ -151,7 +152,7 @@ if view == "Deep zoom":
     st.caption("Scroll to zoom down to full resolution, drag to pan. Cyan outlines: patches with F(I) ≥ t. Click a patch (or box-select) to inspect it.")
 else:
     picture = heatmap_over_thumbnail(
-        thumb, slide.dimensions, grid, colormap=colormap, opacity=opacity, cut=t if cut else None, outline=t
+        thumb, slide.dimensions, grid, colormap=colormap, opacity=opacity, cut=t if cut else None, outline=t, fade=fade,
     )
     figure = slide_overview_figure(
         picture, slide.dimensions, centres_x=centres_x, centres_y=centres_y, probs=predictions.prob,

@@ -48,3 +48,9 @@ def test_composite_blends():
     assert composite(base, overlay).tolist() == [[[200, 0, 0], [100, 100, 100]]]
     thumb = heatmap_over_thumbnail(np.full((10, 20, 3), 255, np.uint8), (200, 100), probability_grid(np.array([0]), np.array([0]), [1.0], 100), opacity=1.0)
     assert thumb.shape == (10, 20, 3) and (thumb[:, 10:] == 255).all() and (thumb[:, :10] != 255).any()
+
+
+def test_fade_scales_alpha_with_probability():
+    grid = probability_grid(np.array([0, 100, 200]), np.array([0, 0, 0]), [0.0, 0.5, 1.0], size0=100)
+    rgba = render_overlay(grid, (30, 10), scale=10.0, opacity=1.0, fade=True)
+    assert [rgba[5, c, 3] for c in (5, 15, 25)] == [round(255 * 0.15), round(255 * (0.15 + 0.85 * 0.5)), 255]
