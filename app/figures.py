@@ -102,12 +102,18 @@ def slide_overview_figure(
 
 
 def colorbar_figure(colormap: str, threshold: float, height: int = 80) -> go.Figure:
-    """Return a horizontal colour bar for F(I) in [0, 1] with a marker at the threshold t."""
-    values = np.linspace(0, 1, 101)
-    fig = go.Figure(go.Heatmap(z=[values], x=values, colorscale=colormap.replace("_r", ""), reversescale=colormap.endswith("_r"), showscale=False, hoverinfo="skip"))
+    """Return a horizontal colour bar for F(I) in [0, 1] with the threshold t marked.
+
+    The bar is drawn from the same matplotlib colour map as the heatmap, so its colours are
+    exactly the overlay's.
+    """
+    from matplotlib import colormaps
+
+    lut = (colormaps[colormap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+    fig = go.Figure(go.Image(z=np.repeat(lut[None], 12, axis=0), x0=0.0, dx=1 / 255, y0=0, dy=1, hoverinfo="skip"))
     fig.add_vline(x=threshold, line=dict(color="cyan", width=3))
     fig.update_yaxes(visible=False)
-    fig.update_xaxes(title=None, tickvals=[0, 0.25, 0.5, 0.75, 1.0], range=[0, 1])
+    fig.update_xaxes(title=None, tickvals=[0, 0.25, 0.5, 0.75, 1.0], range=[-0.005, 1.005], showgrid=False)
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=22, b=25), plot_bgcolor="white", paper_bgcolor="white",
                       annotations=[dict(x=threshold, y=1.0, yref="paper", text=f"t = {threshold:.2f}", showarrow=False, yanchor="bottom")])
     return fig
