@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -11,18 +12,29 @@ from core.demo import make_demo_cohort
 from core.paths import demo_dir
 
 
+# One generator per server process: a second browser session waits for the first one's work.
+_first_start = threading.Lock()
+
+
 def ensure_demo_cohort() -> Path:
     """Return the demo folder, generating the synthetic cohort first if it is absent."""
     folder = demo_dir()
     if (folder / "cohort.csv").exists():
         return folder
-    bar = st.progress(0.0, text="Creating the synthetic demo cohort (first start only)...")
+    waiting = st.empty()
+    if _first_start.locked():
+        waiting.info("Another session is creating the synthetic demo cohort; this page continues when it is ready.")
+    with _first_start:
+        waiting.empty()
+        if (folder / "cohort.csv").exists():
+            return folder
+        bar = st.progress(0.0, text="Creating the synthetic demo cohort (first start only)...")
 
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / max(total, 1), text=f"Creating the synthetic demo cohort: {done}/{total} slides")
+        def progress(done: int, total: int) -> None:
+            bar.progress(done / max(total, 1), text=f"Creating the synthetic demo cohort: {done}/{total} slides")
 
-    make_demo_cohort(folder, progress=progress)
-    bar.empty()
+        make_demo_cohort(folder, progress=progress)
+        bar.empty()
     return folder
 
 
@@ -41,11 +53,14 @@ def ensure_demo_model() -> Path | None:
 
     if DEMO_MODEL.exists():
         return DEMO_MODEL
-    bar = st.progress(0.0, text="Training the demo model on the synthetic cohort (first start only)...")
+    with _first_start:
+        if DEMO_MODEL.exists():
+            return DEMO_MODEL
+        bar = st.progress(0.0, text="Training the demo model on the synthetic cohort (first start only)...")
 
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / max(total, 1), text=f"Training the demo model: {done}/{total}")
+        def progress(done: int, total: int) -> None:
+            bar.progress(done / max(total, 1), text=f"Training the demo model: {done}/{total}")
 
-    path = ensure(progress=progress)
-    bar.empty()
+        path = ensure(progress=progress)
+        bar.empty()
     return path
