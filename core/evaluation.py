@@ -411,16 +411,13 @@ def _is_blank(path: Path) -> bool:
 # =========================================================================== slide level
 
 
-@dataclass(frozen=True)
-class SlideCounts:
-    """Slide-level results at one threshold (positive iff some patch has prob >= t)."""
+class _Rates:
+    """Rates of a 2 x 2 confusion matrix (``tp``, ``fp``, ``tn``, ``fn``); None where undefined."""
 
-    threshold: float
     tp: int
     fp: int
     tn: int
     fn: int
-    predicted: np.ndarray = field(repr=False)  # bool, one per slide, in the cohort's order
 
     @property
     def accuracy(self) -> float | None:
@@ -429,13 +426,30 @@ class SlideCounts:
 
     @property
     def sensitivity(self) -> float | None:
-        """TP / (TP + FN); None without tumor slides."""
+        """TP / (TP + FN); None without positives."""
         return self.tp / (self.tp + self.fn) if self.tp + self.fn else None
 
     @property
     def specificity(self) -> float | None:
-        """TN / (TN + FP); None without normal slides."""
+        """TN / (TN + FP); None without negatives."""
         return self.tn / (self.tn + self.fp) if self.tn + self.fp else None
+
+    @property
+    def precision(self) -> float | None:
+        """TP / (TP + FP); None when nothing is called positive."""
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else None
+
+
+@dataclass(frozen=True)
+class SlideCounts(_Rates):
+    """Slide-level results at one threshold (positive iff some patch has prob >= t)."""
+
+    threshold: float
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+    predicted: np.ndarray = field(repr=False)  # bool, one per slide, in the cohort's order
 
     def to_dict(self) -> dict:
         return {
@@ -502,7 +516,7 @@ def evaluate_slides(slides: Sequence[str], is_tumor, scores, n_patches=None) -> 
 
 
 @dataclass(frozen=True)
-class PatchCounts:
+class PatchCounts(_Rates):
     """Patch-level confusion matrix at one threshold (positive iff prob >= t)."""
 
     threshold: float
@@ -516,22 +530,6 @@ class PatchCounts:
         """[[TN, FP], [FN, TP]]: rows truth (normal, tumor), columns prediction, as scikit-learn."""
         return [[self.tn, self.fp], [self.fn, self.tp]]
 
-    @property
-    def sensitivity(self) -> float | None:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else None
-
-    @property
-    def specificity(self) -> float | None:
-        return self.tn / (self.tn + self.fp) if self.tn + self.fp else None
-
-    @property
-    def precision(self) -> float | None:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else None
-
-    @property
-    def accuracy(self) -> float | None:
-        n = self.tp + self.fp + self.tn + self.fn
-        return (self.tp + self.tn) / n if n else None
 
     def to_dict(self) -> dict:
         return {
