@@ -14,13 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from core.errors import PathologyError
+from core.errors import CommandError, PathologyError
 
 EXIT_ERROR = 2
 
-
-class CommandError(PathologyError):
-    """A command-line usage problem found after parsing (reported like any other error)."""
 
 
 def _progress_bar(total: int | None, desc: str, unit: str = "it"):

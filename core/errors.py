@@ -23,3 +23,35 @@ class CheckpointError(PathologyError):
 
 class DataPathError(PathologyError):
     """A path lies outside the configured data folders."""
+
+
+class CommandError(PathologyError):
+    """A command-line usage problem found after parsing (reported like any other error)."""
+
+
+class InferenceError(PathologyError):
+    """Prediction over a slide failed; the run is marked failed and keeps its committed patches."""
+
+
+class TrainingError(PathologyError):
+    """A training run cannot start or go on: bad cohort, missing split, inconsistent resume state."""
+
+
+class EvaluationError(PathologyError):
+    """The evaluation's inputs are inconsistent (missing slides, bad labels, bad predictions)."""
+
+
+class EvaluationWarning(UserWarning):
+    """An input oddity the evaluation works around, saying how (e.g. ignored predictions)."""
+
+
+class ExplainError(PathologyError):
+    """An explanation or a look inside the network cannot be made with these inputs."""
+
+
+class ExportError(PathologyError):
+    """An export cannot be made: unknown slide or model, no predictions, bad option, unwritable file."""
+
+
+class CohortError(PathologyError):
+    """A data folder's cohort table, slide or annotation lookup is malformed or inconsistent."""

@@ -80,7 +80,7 @@ from core.camelyon import (
     major_axis_length,
     nms_detections,
 )
-from core.errors import PathologyError
+from core.errors import EvaluationError, EvaluationWarning
 from core.tiling import DEFAULT_INNER_FRACTION, inner_square_hits, inner_squares
 
 __all__ = [
@@ -129,12 +129,6 @@ ANNOTATION_SUFFIXES = (".geojson", ".geojson.gz", ".json", ".xml")
 _LABELS = {"tumor": True, "tumour": True, "normal": False}
 
 
-class EvaluationError(PathologyError):
-    """The evaluation's inputs are inconsistent (missing slides, bad labels, bad predictions)."""
-
-
-class EvaluationWarning(UserWarning):
-    """An input oddity the evaluation works around, saying how (e.g. ignored predictions)."""
 
 
 # =========================================================================== inputs

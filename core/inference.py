@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from core.device import autocast_for, prepare_model, resolve_device, resolve_precision
-from core.errors import PathologyError
+from core.errors import InferenceError, PathologyError
 from core.model import PatchClassifier, model_id_of
 from core.slide_io import Slide, open_slide
 from core.store import PatchPredictions, ResultStore, RunRecord
@@ -34,9 +34,6 @@ Progress = Callable[[int, int], None]
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_WORKERS = 2
 
-
-class InferenceError(PathologyError):
-    """Prediction over a slide failed; the run is marked failed and keeps its committed patches."""
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from core.errors import PathologyError
+from core.errors import ExplainError, PathologyError
 
 __all__ = [
     "ExplainError",
@@ -39,9 +39,6 @@ __all__ = [
 TARGETS = ("cancer", "not_cancer", "logit")
 _PRECISION_CHOICES = ("fp32", "bf16", "fp16", "auto")
 
-
-class ExplainError(PathologyError):
-    """An explanation or a look inside the network cannot be made with these inputs."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from core.explain.base import ExplainError
+from core.errors import ExplainError
 
 __all__ = ["KERNELS", "convolve", "pool", "as_float_image"]
 

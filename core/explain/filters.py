@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.explain.base import ExplainError
+from core.errors import ExplainError
 from core.explain.hooks import conv_layer_names, resolve_layer
 from core.explain.overlay import rescale_uint8, tile_grid
 

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 from torch import Tensor, nn
 
-from core.explain.base import ExplainError
+from core.errors import ExplainError
 
 __all__ = ["resolve_layer", "default_gradcam_layer", "tap_layer", "capture_layer", "conv_layer_names", "hook_counts"]
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from core.explain.base import ExplainError
+from core.errors import ExplainError
 
 if TYPE_CHECKING:
     from core.explain.base import Explanation

@@ -29,7 +29,7 @@ from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
 from core.camelyon import group_touching
-from core.errors import PathologyError
+from core.errors import ExportError, PathologyError
 
 __all__ = [
     "NORMAL_RGB",
@@ -57,9 +57,6 @@ GZIP_LEVEL = 6
 
 _SYNTHETIC_MARK = "synthetic demo"
 
-
-class ExportError(PathologyError):
-    """An export cannot be made: unknown slide or model, no predictions, bad option, unwritable file."""
 
 
 # --------------------------------------------------------------------------- predictions

@@ -12,13 +12,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 
-from core.errors import PathologyError
+from core.errors import TrainingError
 
 __all__ = ["TrainConfig", "TrainingError", "IDENTITY_FIELDS"]
 
-
-class TrainingError(PathologyError):
-    """A training run cannot start or go on: bad cohort, missing split, inconsistent resume state."""
 
 
 # Fields that define what is learned from what: a resumed run must keep them.
