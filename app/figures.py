@@ -152,13 +152,13 @@ def slide_viewer_figure(
 ) -> go.Figure:
     """Return a pan-and-zoom viewer: slide and overlay tiles in a MapLibre map (plotly Scattermap).
 
-    The slide lives on a Web-Mercator world square (core.tiles); ``slide_tiles`` and
+    The slide lives on a Web-Mercator world square (core.deepzoom); ``slide_tiles`` and
     ``overlay_tiles`` are root-relative URL templates ``.../{z}/{x}/{y}``. ``focus`` (level-0
     x, y) opens the view there at full resolution instead of fitting the slide. Patch centres are
     an invisible, selectable marker trace (click or box-select); tumors are outlines.
     Everything works offline: the style has no glyphs, sprites or remote sources.
     """
-    from core.tiles import max_zoom, to_lonlat
+    from core.deepzoom import max_zoom, to_lonlat
 
     width0, height0 = dimensions
     top = max_zoom(dimensions)

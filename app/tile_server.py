@@ -3,7 +3,7 @@
 A page registers what it shows (``register_slide``, ``register_overlay``) and gets an opaque
 token; the routes serve only registered tokens. A URL never carries a path, so nothing
 outside the data folders can be reached through it (an unknown token is a 404). Tiles are
-produced in a thread pool (OpenSlide decoding releases the GIL) and cached by core.tiles.
+produced in a thread pool (OpenSlide decoding releases the GIL) and cached by core.deepzoom.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from starlette.routing import Route
 from core.errors import PathologyError
 from core.heatmap import ProbabilityGrid
 from core.slide_io import open_slide
-from core.tiles import SlideTiler, LRU, overlay_tile
+from core.deepzoom import SlideTiler, LRU, overlay_tile
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from core.explain import (  # noqa: E402
     explain_patch,
     feature_maps,
     maximize_activation,
-    tile_grid,
+    montage,
 )
 from core.model import build_model, load_checkpoint  # noqa: E402
 
@@ -181,8 +181,8 @@ def save_pictures(model, patch: np.ndarray, out: Path, label: str) -> None:
     am = maximize_activation(model, steps=100, size=patch.shape[0], jitter=2, blur_every=10)
     Image.fromarray(am.image).save(out / "activation_max_logit.png")
     print(f"  activation maximization of the logit: {am.objective[0]:.3f} -> {am.objective[-1]:.3f}")
-    montage = tile_grid(np.stack(tiles), cols=len(tiles), pad=4, scale=scale)
-    canvas = Image.fromarray(montage)
+    picture = montage(np.stack(tiles), cols=len(tiles), pad=4, scale=scale)
+    canvas = Image.fromarray(picture)
     draw = ImageDraw.Draw(canvas)
     step = patch.shape[1] * scale + 4
     for i, name in enumerate(names):

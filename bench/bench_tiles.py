@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.demo import plan_slide, write_slide  # noqa: E402
 from core.slide_io import open_slide  # noqa: E402
-from core.tiles import SlideTiler, max_zoom  # noqa: E402
+from core.deepzoom import SlideTiler, max_zoom  # noqa: E402
 
 SERVER = textwrap.dedent(
     """

@@ -29,9 +29,9 @@ from core.explain import (
     filter_kernel,
     hook_counts,
     maximize_activation,
+    montage,
     overlay,
     pool,
-    tile_grid,
 )
 from core.model import build_model, save_checkpoint
 
@@ -453,7 +453,7 @@ def test_overlay_and_grid_pictures(tiny, tissue_patch):
     np.testing.assert_array_equal(zero, tissue_patch)  # a zero map leaves the patch as it is
     with pytest.raises(ExplainError, match="aligned"):
         overlay(tissue_patch, np.zeros((8, 8)))
-    assert tile_grid(np.zeros((5, 4, 4), np.uint8), cols=3, pad=1).shape == (2 * 4 + 3, 3 * 4 + 4)
+    assert montage(np.zeros((5, 4, 4), np.uint8), cols=3, pad=1).shape == (2 * 4 + 3, 3 * 4 + 4)
 
 
 # ---------------------------------------------------------------------------------------------

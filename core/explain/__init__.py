@@ -20,7 +20,7 @@ from core.explain.basics import KERNELS, convolve, pool
 from core.explain.feature_maps import FeatureMaps, feature_maps
 from core.explain.filters import ConvFilters, conv_filters, filter_kernel
 from core.explain.hooks import conv_layer_names, hook_counts
-from core.explain.overlay import overlay, tile_grid
+from core.explain.overlay import montage, overlay
 
 __all__ = [
     "METHODS",
@@ -32,7 +32,7 @@ __all__ = [
     "explanation_key",
     "method_defaults",
     "overlay",
-    "tile_grid",
+    "montage",
     "conv_filters",
     "filter_kernel",
     "ConvFilters",

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from core.errors import ExplainError, PathologyError
+from core.explain.overlay import overlay_explanation
 
 __all__ = [
     "ExplainError",
@@ -74,8 +75,6 @@ class Explanation:
 
     def overlay(self, image: np.ndarray, alpha: float = 0.5, cmap: str | None = None) -> np.ndarray:
         """Return the map drawn over ``image`` as H x W x 3 uint8 RGB (see ``core.explain.overlay``)."""
-        from core.explain.overlay import overlay_explanation
-
         return overlay_explanation(self, image, alpha=alpha, cmap=cmap)
 
     def summary(self) -> dict:

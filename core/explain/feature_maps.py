@@ -16,7 +16,7 @@ from torch import nn
 
 from core.explain.base import ExplainError, check_image, image_to_tensor, model_device, precision_context
 from core.explain.hooks import capture_layer, resolve_layer, run_until_capture
-from core.explain.overlay import rescale_uint8, tile_grid
+from core.explain.overlay import montage, rescale_uint8
 
 __all__ = ["FeatureMaps", "feature_maps"]
 
@@ -53,7 +53,7 @@ class FeatureMaps:
             tiles = rescale_uint8(maps)
         else:
             raise ExplainError(f"normalize must be 'each' or 'global', got {normalize!r}")
-        return tile_grid(tiles, cols=cols, pad=pad, scale=scale)
+        return montage(tiles, cols=cols, pad=pad, scale=scale)
 
 
 def feature_maps(model: nn.Module, image: np.ndarray, layer: str, after_activation: bool = True, precision: str = "fp32") -> FeatureMaps:

@@ -16,7 +16,7 @@ from torch import nn
 
 from core.errors import ExplainError
 from core.explain.hooks import conv_layer_names, resolve_layer
-from core.explain.overlay import rescale_uint8, tile_grid
+from core.explain.overlay import montage, rescale_uint8
 
 __all__ = ["ConvFilters", "conv_filters", "filter_kernel"]
 
@@ -45,11 +45,11 @@ class ConvFilters:
         """Return the filters as one uint8 picture: RGB tiles (first layer) or one row per filter (C_in slices)."""
         tiles = self.tiles if max_filters is None else self.tiles[:max_filters]
         if self.rgb:
-            return tile_grid(tiles, cols=cols, pad=pad, scale=scale)
+            return montage(tiles, cols=cols, pad=pad, scale=scale)
         # Deeper layer: filter f is row f, its input-channel slices side by side.
         n_out, n_in = tiles.shape[:2]
         flat = tiles.reshape(n_out * n_in, *tiles.shape[2:])
-        return tile_grid(flat, cols=cols or n_in, pad=pad, scale=scale)
+        return montage(flat, cols=cols or n_in, pad=pad, scale=scale)
 
 
 def conv_filters(model: nn.Module, layer: str | None = None) -> ConvFilters:

@@ -8,21 +8,30 @@ output, blue: against it).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from scipy import ndimage
 
 from core.errors import ExplainError
 
-if TYPE_CHECKING:
-    from core.explain.base import Explanation
-
-__all__ = ["normalize_map", "colorize", "overlay", "overlay_explanation", "tile_grid", "rescale_uint8"]
+__all__ = ["normalize_map", "colorize", "overlay", "overlay_explanation", "montage", "rescale_uint8"]
 
 # The colormap each method is drawn with by default.
 DEFAULT_CMAPS = {"gradcam": "jet", "saliency": "inferno", "smoothgrad": "inferno"}
 SIGNED_CMAP = "RdBu_r"
+
+
+class Drawable(Protocol):
+    """What ``overlay_explanation`` reads of an explanation (``core.explain.base.Explanation``).
+
+    A protocol, not an import: ``base`` imports this module, never the other way round.
+    """
+
+    method: str
+    map: np.ndarray
+    signed: bool
+    extras: dict
 
 
 def normalize_map(heatmap: np.ndarray, signed: bool = False, percentile: float = 100.0) -> np.ndarray:
@@ -102,7 +111,7 @@ def overlay(
     return out
 
 
-def overlay_explanation(explanation: Explanation, image: np.ndarray, alpha: float = 0.5, cmap: str | None = None) -> np.ndarray:
+def overlay_explanation(explanation: Drawable, image: np.ndarray, alpha: float = 0.5, cmap: str | None = None) -> np.ndarray:
     """Return the overlay of an Explanation with its method's colours (LIME: superpixel boundaries too)."""
     method = explanation.method
     return overlay(
@@ -127,7 +136,7 @@ def rescale_uint8(array: np.ndarray) -> np.ndarray:
     return np.round((a - low) / (high - low) * 255.0).astype(np.uint8)
 
 
-def tile_grid(tiles: np.ndarray, cols: int | None = None, pad: int = 1, pad_value: int = 255, scale: int = 1) -> np.ndarray:
+def montage(tiles: np.ndarray, cols: int | None = None, pad: int = 1, pad_value: int = 255, scale: int = 1) -> np.ndarray:
     """Return N small images (N x h x w or N x h x w x 3, uint8) laid out in a grid, row-major.
 
     Args:
@@ -137,9 +146,9 @@ def tile_grid(tiles: np.ndarray, cols: int | None = None, pad: int = 1, pad_valu
     """
     tiles = np.asarray(tiles)
     if tiles.ndim not in (3, 4) or tiles.shape[0] == 0:
-        raise ExplainError(f"tile_grid needs N x h x w (x 3) tiles, got shape {tiles.shape}")
+        raise ExplainError(f"montage needs N x h x w (x 3) tiles, got shape {tiles.shape}")
     if tiles.dtype != np.uint8:
-        raise ExplainError(f"tile_grid needs uint8 tiles, got {tiles.dtype}")
+        raise ExplainError(f"montage needs uint8 tiles, got {tiles.dtype}")
     n = tiles.shape[0]
     if scale > 1:
         tiles = tiles.repeat(scale, axis=1).repeat(scale, axis=2)

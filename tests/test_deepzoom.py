@@ -10,7 +10,7 @@ from PIL import Image
 
 from core.heatmap import probability_grid
 from core.slide_io import Slide
-from core.tiles import SlideTiler, max_zoom, overlay_tile, tile_bounds, world_side
+from core.deepzoom import SlideTiler, max_zoom, overlay_tile, tile_bounds, world_side
 
 
 def decode(data: bytes) -> np.ndarray:
@@ -55,7 +55,7 @@ def test_overlay_tile_colours_follow_probabilities():
 
 
 def test_lonlat_round_trip():
-    from core.tiles import from_lonlat, to_lonlat
+    from core.deepzoom import from_lonlat, to_lonlat
 
     x = np.array([0, 1024, 2048, 37.5])
     y = np.array([0, 1024, 2048, 1999.0])

@@ -1,5 +1,7 @@
 """Map tiles of a slide and of its probability overlay, for a pan-and-zoom viewer.
 
+Not the patch grid a model reads (that is ``core.tiling``): these tiles are only drawn.
+
 The slide is treated as the top-left corner of a square of side ``256 * 2**max_zoom``
 level-0 pixels (the smallest power-of-two multiple of 256 that holds it), the square a web
 map calls the world: tile (z, x, y) is the square's cell (x, y) at zoom z, each 256 x 256
