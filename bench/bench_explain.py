@@ -133,7 +133,7 @@ def bench_vgg16(patch: np.ndarray, full: bool) -> None:
     print(f"    (floor: 170 batched forwards = {170 * per32:.1f} s fp32, {170 * per16:.1f} s {fast})")
     for precision in (["fp32", "auto"] if full else ["auto"]):
         r.measure(f"LIME 1000 samples {'fp32' if precision == 'fp32' else fast}",
-                  lambda: explain_patch(model, patch, "lime", num_samples=1000, precision=precision), 30.0,
+                  lambda: explain_patch(model, patch, "lime", n_samples=1000, precision=precision), 30.0,
                   note=lambda e: f"(R^2 {e.extras['r2']:.2f}, {e.extras['n_superpixels']} superpixels)")
     print(f"    (floor: 1000 batched forwards = {1000 * per32:.1f} s fp32, {1000 * per16:.1f} s {fast})")
     for precision in ("fp32", "auto"):

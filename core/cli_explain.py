@@ -32,7 +32,7 @@ _FLAGS = {
     "segments": ("n_segments", ("lime",)),
     "compactness": ("compactness", ("lime",)),
     "sigma": ("sigma", ("lime",)),
-    "num_samples": ("num_samples", ("lime",)),
+    "num_samples": ("n_samples", ("lime",)),
     "hide_color": ("hide_color", ("lime",)),
     "num_features": ("num_features", ("lime",)),
     "steps": ("n_steps", ("ig",)),

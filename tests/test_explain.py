@@ -43,7 +43,7 @@ FAST = {
     "smoothgrad": {"n_samples": 6, "batch_size": 3},
     "gradcam": {},
     "occlusion": {"window": 16, "stride": 8},
-    "lime": {"num_samples": 120, "n_segments": 16},
+    "lime": {"n_samples": 120, "n_segments": 16},
     "ig": {"n_steps": 8, "batch_size": 4},
 }
 
@@ -257,7 +257,7 @@ def test_lime_recovers_the_superpixel_that_drives_the_model():
     image = _checker()
     image[16:32, 32:48] = (230, 230, 230)  # the region the model looks at: F(I) = its mean = 230 / 255
     model = RegionMean(16, 32, 32, 48)
-    e = explain_patch(model, image, "lime", n_segments=16, compactness=20, num_samples=300, hide_color=(0, 0, 0), seed=1)
+    e = explain_patch(model, image, "lime", n_segments=16, compactness=20, n_samples=300, hide_color=(0, 0, 0), seed=1)
     segments, weights = e.extras["segments"], e.extras["weights"]
     top = e.extras["top_positive"][0]
     region = segments[16:32, 32:48]
@@ -273,7 +273,7 @@ def test_lime_recovers_the_superpixel_that_drives_the_model():
 
 
 def test_lime_prints_nothing(capfd, tissue_patch):
-    explain_patch(RegionMean(0, 8, 0, 8), tissue_patch, "lime", num_samples=30)
+    explain_patch(RegionMean(0, 8, 0, 8), tissue_patch, "lime", n_samples=30)
     out, err = capfd.readouterr()
     assert out == "" and err == ""  # LIME 0.2's tqdm bar is gone
 
@@ -282,7 +282,7 @@ def test_lime_not_cancer_flips_the_weights():
     image = _checker()
     image[16:32, 32:48] = (230, 230, 230)
     model = RegionMean(16, 32, 32, 48)
-    kw = {"n_segments": 16, "compactness": 20, "num_samples": 200, "hide_color": (0, 0, 0), "seed": 2}
+    kw = {"n_segments": 16, "compactness": 20, "n_samples": 200, "hide_color": (0, 0, 0), "seed": 2}
     yes = explain_patch(model, image, "lime", **kw)
     no = explain_patch(model, image, "lime", target="not_cancer", **kw)
     np.testing.assert_allclose(no.extras["weights"], -yes.extras["weights"], atol=1e-6)

@@ -3,7 +3,7 @@
 Superpixels P_1..P_l of the patch I (scikit-image ``slic``: ``n_segments``, ``compactness``,
 ``sigma``) are the interpretable components. A binary vector x in {0, 1}^l gives the subimage
 I[x] with every P_k where x_k = 0 filled with ``hide_color`` (RGB 0..255; ``None``: each
-superpixel's mean colour, LIME's own default). On ``num_samples`` random vectors (the first one
+superpixel's mean colour, LIME's own default). On ``n_samples`` random vectors (the first one
 all ones, the patch itself) the model gives y_i(I[x]); a weighted sparse linear surrogate (LIME's
 ridge on the ``num_features`` most important superpixels) is fitted to them. Its weights (with
 sign) rank the superpixels; ``extras["r2"]`` is the surrogate's R^2 on the samples (LIME's
@@ -65,7 +65,7 @@ class LimeExplainer(Explainer):
         "n_segments": 50,
         "compactness": 10.0,
         "sigma": 1.0,
-        "num_samples": 1000,
+        "n_samples": 1000,
         "hide_color": (128, 128, 128),
         "num_features": 10,
         "feature_selection": "auto",
@@ -78,13 +78,13 @@ class LimeExplainer(Explainer):
     choices = {"target": ("cancer", "not_cancer"), "feature_selection": _FEATURE_SELECTION}
 
     def validate(self, p):
-        check_positive_int(p, "n_segments", "num_samples", "num_features", "top_k", "batch_size")
+        check_positive_int(p, "n_segments", "n_samples", "num_features", "top_k", "batch_size")
         check_positive_int(p, "seed", minimum=0)
         check_number(p, "compactness", 1e-6, 1e6)
         check_number(p, "sigma", 0.0, 1e3)
         check_number(p, "kernel_width", 1e-6, 1e6)
-        if p["num_samples"] < 2:
-            raise ExplainError("num_samples must be at least 2")
+        if p["n_samples"] < 2:
+            raise ExplainError("n_samples must be at least 2")
         color = p["hide_color"]
         if color is not None:
             if isinstance(color, (int, np.integer)) and not isinstance(color, bool):
@@ -117,7 +117,7 @@ class LimeExplainer(Explainer):
             hide_color=None if p["hide_color"] is None else tuple(p["hide_color"]),
             top_labels=None,
             num_features=p["num_features"],
-            num_samples=p["num_samples"],
+            num_samples=p["n_samples"],  # LIME's own keyword
             batch_size=p["batch_size"],
             segmentation_fn=lambda _image: segments,
         )
