@@ -32,7 +32,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import warnings
 import xml.etree.ElementTree as ET  # writing only; every parse goes through defusedxml
 from collections.abc import Iterable, Sequence
@@ -48,6 +47,7 @@ from shapely.geometry import MultiPolygon, Polygon, mapping
 from shapely.geometry.base import BaseGeometry
 
 from core.errors import AnnotationError
+from core.fileio import atomic_write_bytes
 
 __all__ = [
     "Annotation",
@@ -308,6 +308,7 @@ def write_geojson(
     Raises:
         AnnotationError: an item is not a polygonal region, a coordinate is not finite,
             or the file cannot be written.
+        FileWriteError: ``path`` is a device, FIFO, directory or symbolic link; not replaced.
     """
     p = Path(path)
     extra = dict(properties or {})
@@ -355,6 +356,7 @@ def write_asap_xml(path: PathLike, annotations: Iterable[Annotation | Polygon | 
     Raises:
         AnnotationError: an item is not a polygonal region, a coordinate is not finite,
             or the file cannot be written.
+        FileWriteError: ``path`` is a device, FIFO, directory or symbolic link; not replaced.
     """
     p = Path(path)
     items = _as_annotations(p, annotations)
@@ -507,20 +509,11 @@ def _gunzip(p: Path, data: bytes) -> bytes:
 
 
 def _write_atomically(p: Path, data: bytes) -> None:
-    # Write next to the target and rename, so a failed write never leaves half a file.
-    tmp_name = None
+    # parents=False: writing into a missing folder stays an AnnotationError, as it always was.
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the file from other readers
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp_name, p)
-        tmp_name = None
+        atomic_write_bytes(p, data, parents=False)
     except OSError as exc:
         raise AnnotationError(f"{p}: cannot write annotation file ({exc.strerror or exc})") from None
-    finally:
-        if tmp_name is not None and os.path.exists(tmp_name):
-            os.unlink(tmp_name)
 
 
 def _as_annotations(p: Path, items: Iterable[Annotation | Polygon | MultiPolygon]) -> list[Annotation]:

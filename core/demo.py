@@ -33,6 +33,7 @@ from scipy import ndimage
 from shapely.geometry import Polygon
 
 from core.annotations import write_asap_xml, write_geojson
+from core.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +365,6 @@ def write_slide(plan: SlidePlan, path: Path, *, quality: int = 85, workers: int 
             pool.join()
 
     description = f"{SYNTHETIC_NOTE}; slide={plan.name}; label={plan.label}; seed={list(plan.seed)}; mpp={DEMO_MPP}"
-    tmp = path.with_name(path.name + ".part")
     common = dict(
         photometric="rgb",
         tile=(TILE, TILE),
@@ -373,7 +373,8 @@ def write_slide(plan: SlidePlan, path: Path, *, quality: int = 85, workers: int 
         resolutionunit="CENTIMETER",
         metadata=None,
     )
-    with tifffile.TiffWriter(tmp, bigtiff=width * height > 2**31) as tif:
+    # parents=False: the folder is the caller's (make_demo_cohort creates slides/), as before.
+    with atomic_write(path, parents=False) as handle, tifffile.TiffWriter(handle, bigtiff=width * height > 2**31) as tif:
         tif.write(
             level0_tiles(),
             shape=(height, width, 3),
@@ -390,7 +391,6 @@ def write_slide(plan: SlidePlan, path: Path, *, quality: int = 85, workers: int 
             if max(image.shape[:2]) <= 1024:
                 break
             image, level = _downsample2(image), level + 1
-    os.replace(tmp, path)
 
 
 # -- the cohort ---------------------------------------------------------------------------
@@ -464,13 +464,14 @@ def make_demo_cohort(
             if progress:
                 progress(done, len(jobs))
     cohort = out / "cohort.csv"
-    with open(cohort, "w", newline="") as handle:
+    with atomic_write(cohort, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["slide", "label", "split"])
         writer.writerows(layout)
-    (out / "README.txt").write_text(
-        f"{SYNTHETIC_NOTE}.\nSynthetic demo cohort of {n_slides} slides (seed {seed}, {size} px wide, "
-        f"{DEMO_MPP} um/px), made by `python -m core demo-data`.\n"
-    )
+    with atomic_write(out / "README.txt", "w") as handle:
+        handle.write(
+            f"{SYNTHETIC_NOTE}.\nSynthetic demo cohort of {n_slides} slides (seed {seed}, {size} px wide, "
+            f"{DEMO_MPP} um/px), made by `python -m core demo-data`.\n"
+        )
     log.info("demo cohort of %d slides written in %.1f s", n_slides, time.perf_counter() - started)
     return cohort

@@ -55,3 +55,7 @@ class ExportError(PathologyError):
 
 class CohortError(PathologyError):
     """A data folder's cohort table, slide or annotation lookup is malformed or inconsistent."""
+
+
+class FileWriteError(PathologyError):
+    """A file cannot be written where asked: the destination is a device, FIFO, directory or symbolic link."""

@@ -24,7 +24,6 @@ import os
 import pickle
 import pickletools
 import socket
-import tempfile
 import threading
 import urllib.error
 import urllib.parse
@@ -39,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from core.errors import CheckpointError
+from core.fileio import atomic_write
 
 __all__ = [
     "ARCHS",
@@ -245,20 +245,13 @@ def _download(url: str, dest: Path, timeout: float, sha256_prefix: str) -> None:
     # getaddrinfo ignores socket timeouts: resolve in a daemon thread so a dead resolver cannot hang us.
     _resolve_host(host, timeout)
     log.info("downloading %s to %s", url, dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
     digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            while chunk := response.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
+    with atomic_write(dest) as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        while chunk := response.read(1 << 20):
+            digest.update(chunk)
+            out.write(chunk)
         if not digest.hexdigest().startswith(sha256_prefix):
             raise ValueError(f"downloaded file has the wrong checksum (expected sha256 {sha256_prefix}...)")
-        os.replace(tmp_name, dest)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
 
 
 def _resolve_host(host: str, timeout: float) -> None:
@@ -312,6 +305,7 @@ def save_checkpoint(path: str | os.PathLike, model: PatchClassifier, metadata: d
 
     Raises:
         ValueError: metadata is not plain data, lacks a required key or contradicts the model.
+        FileWriteError: ``path`` is a device, FIFO, directory or symbolic link.
     """
     if not isinstance(model, PatchClassifier):
         raise TypeError(f"expected a PatchClassifier, got {type(model).__name__}")
@@ -352,26 +346,15 @@ def save_checkpoint(path: str | os.PathLike, model: PatchClassifier, metadata: d
 
 
 def atomic_torch_save(payload: Any, path: str | os.PathLike) -> None:
-    """Write ``payload`` with torch.save next to ``path`` then rename it into place.
+    """Write ``payload`` with torch.save to ``path`` atomically (``core.fileio.atomic_write``).
 
-    A crash never leaves a half-written file behind. The file gets the permissions of any
-    file the user creates (umask), not mkstemp's private 0600.
+    A crash never leaves a half-written file behind; the folder is created if missing.
+
+    Raises:
+        FileWriteError: ``path`` is a device, FIFO, directory or symbolic link.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp_name, 0o666 & ~mask)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    with atomic_write(path) as f:
+        torch.save(payload, f)
 
 
 def load_checkpoint(

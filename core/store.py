@@ -33,7 +33,6 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import SlideError, StoreError
+from core.fileio import atomic_write
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -875,6 +875,7 @@ class ResultStore:
 
         Raises:
             StoreError: an unknown run, or the file cannot be written.
+            FileWriteError: ``path`` is a device, FIFO, directory or symbolic link; not replaced.
         """
         run_ids = list(dict.fromkeys(int(r) for r in runs))
         with self._read() as conn:
@@ -883,13 +884,9 @@ class ResultStore:
                 run = self._get_run(conn, rid)
                 tables.append(self._read_arrays(conn, run.id, run.slide_name))
         out = Path(path)
-        tmp_name = None
+        n_rows = 0
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            # A unique sibling name ("x": never overwrite) created with the umask's permissions.
-            tmp_name = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
-            n_rows = 0
-            with open(tmp_name, "x", newline="", encoding="utf-8") as f:
+            with atomic_write(out, "w", encoding="utf-8", newline="") as f:
                 writer = csv.writer(f, lineterminator="\n")
                 writer.writerow(CSV_HEADER)
                 for t in tables:
@@ -898,12 +895,6 @@ class ResultStore:
                             t.height.tolist(), t.prob.tolist())
                     )
                     n_rows += len(t)
-            os.replace(tmp_name, out)
-            tmp_name = None
         except OSError as exc:
             raise StoreError(f"cannot write predictions CSV {str(out)!r}: {exc.strerror or exc}") from exc
-        finally:
-            if tmp_name is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp_name)
         return n_rows

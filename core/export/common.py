@@ -14,10 +14,8 @@ Coordinates are level-0 pixels (x right, y down, origin top-left) throughout.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import os
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from shapely.geometry.base import BaseGeometry
 
 from core.camelyon import group_touching
 from core.errors import ExportError, PathologyError
+from core.fileio import atomic_write_bytes
 
 __all__ = [
     "NORMAL_RGB",
@@ -312,25 +311,20 @@ def is_gzip_path(path: str | os.PathLike) -> bool:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (a temporary sibling renamed); return the path.
+    """Write ``data`` to ``path`` atomically (``core.fileio``); return the path.
 
-    The folder is created if missing. A failure leaves no half-written file.
+    The folder is created if missing. A failure leaves no half-written file. ``data`` is
+    written as given: gzip it first with ``encode(..., compress=is_gzip_path(path))``.
 
     Raises:
         ExportError: the file cannot be written.
+        FileWriteError: ``path`` is a device, FIFO, directory or symbolic link; not replaced.
     """
     p = Path(path)
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex}.tmp")
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "xb") as handle:
-            handle.write(data)
-        os.replace(tmp, p)
+        return atomic_write_bytes(p, data)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise ExportError(f"cannot write {p}: {exc.strerror or exc}") from None
-    return p
 
 
 def median_patch_side(width: Sequence[int] | np.ndarray, height: Sequence[int] | np.ndarray) -> float:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
 from core.errors import CheckpointError
+from core.fileio import atomic_write
 from core.paths import REPO_ROOT, demo_dir
 from core.training.config import TrainConfig
 
@@ -85,15 +85,8 @@ def is_demo_model(path: str | os.PathLike) -> bool:
 def _install(source: Path, target: Path) -> bool:
     """Copy ``source`` to ``target`` atomically; return False (with a warning) if the folder is read-only."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-        os.close(fd)
-        try:
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with open(source, "rb") as src, atomic_write(target) as dst:
+            shutil.copyfileobj(src, dst)
     except OSError as exc:
         log.warning("cannot install the demo model at %s (%s); using %s", target, exc, source)
         return False

@@ -25,8 +25,6 @@ import io
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -37,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from core.device import autocast_for, resolve_precision
+from core.fileio import atomic_write
 from core.inference import to_tensor
 from core.model import atomic_torch_save, build_model, load_checkpoint, save_checkpoint
 from core.tiling import TilingParams
@@ -118,24 +117,9 @@ def _nan_to_none(value: float | None) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
-def _readable(tmp: str) -> None:
-    # mkstemp makes 0600 files; logs and states of a run follow the user's umask like any file.
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
-
-
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    _readable(tmp)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
 
 
 def write_metrics(path: Path, history: list[EpochMetrics]) -> None:
