@@ -17,8 +17,8 @@ import streamlit as st
 
 from app import state
 from core.annotations import load_tumors
-from core.errors import PathologyError
-from core.inference import PredictionRunner, run_params, slide_paths
+from core.cohort import COHORT_FILE, annotations_dir, find_annotation_file, folder_rows, slides_dir
+from core.inference import PredictionRunner, run_params
 from core.model import load_checkpoint
 from core.paths import REPO_ROOT, data_dirs, resolve_within
 from core.slide_io import Slide, open_slide
@@ -60,26 +60,23 @@ def save_upload(uploaded, subfolder: str) -> Path:
 # -- slides -------------------------------------------------------------------------------------
 @st.cache_data(show_spinner=False)
 def _cohort(folder: str, stamp: float) -> pd.DataFrame:
-    root = Path(folder)
-    cohort_csv = root / "cohort.csv"
-    if cohort_csv.exists():
-        table = pd.read_csv(cohort_csv, dtype=str).fillna("")
-        if "slide" not in table.columns or "label" not in table.columns:
-            raise PathologyError(f"{cohort_csv} must have the columns slide,label[,split]")
-        if "split" not in table.columns:
-            table["split"] = ""
-        found = {p.stem: p for p in slide_paths([root / "slides" if (root / "slides").is_dir() else root])}
-        table["path"] = [str(found[name]) if name in found else "" for name in table["slide"]]
-    else:
-        found = slide_paths([root / "slides" if (root / "slides").is_dir() else root])
-        table = pd.DataFrame({"slide": [p.stem for p in found], "label": "", "split": "", "path": [str(p) for p in found]})
-    return table[["slide", "label", "split", "path"]]
+    rows = folder_rows(folder)  # the data folder's one rule (core.cohort): table, slides, labels
+    return pd.DataFrame(
+        {
+            "slide": [r.slide for r in rows],
+            "label": [r.label or "" for r in rows],
+            "split": [r.split or "" for r in rows],
+            "path": [str(r.path) if r.path else "" for r in rows],
+        },
+        columns=["slide", "label", "split", "path"],
+    )
 
 
 def cohort() -> pd.DataFrame:
     """Return the slides of the data folder: slide, label (tumor/normal/''), split, path."""
     folder = data_dir()
-    stamp = max((folder / "cohort.csv").stat().st_mtime if (folder / "cohort.csv").exists() else 0, folder.stat().st_mtime)
+    table_file = folder / COHORT_FILE
+    stamp = max(table_file.stat().st_mtime if table_file.exists() else 0, folder.stat().st_mtime, slides_dir(folder).stat().st_mtime)
     table = _cohort(str(folder), stamp).copy()
     uploaded = st.session_state.get(state.UPLOADED_SLIDES, {})
     if uploaded:
@@ -116,12 +113,8 @@ def _tumors(path: str, mtime: float) -> list:
 
 
 def annotation_path(slide_name: str) -> Path | None:
-    """Return the annotation file of a slide in the data folder (GeoJSON preferred), or None."""
-    for suffix in (".geojson", ".json", ".xml"):
-        candidate = data_dir() / "annotations" / f"{slide_name}{suffix}"
-        if candidate.exists():
-            return candidate
-    return None
+    """Return the annotation file of a slide in the data folder (:func:`core.cohort.find_annotation_file`), or None."""
+    return find_annotation_file(annotations_dir(data_dir()), slide_name)
 
 
 def tumors(slide_name: str) -> list:

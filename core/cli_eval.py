@@ -35,47 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the full report (with the FROC points) as JSON")
 
 
-def _load_predictions(args: argparse.Namespace) -> tuple[dict, dict]:
-    """Return (slide -> predictions, slide -> mpp known to the store)."""
-    from core.evaluation import EvaluationError, read_predictions_csv
-
-    if args.predictions is not None:
-        if args.model:
-            raise cli.CommandError("--model goes with --db, not with --predictions")
-        return read_predictions_csv(args.predictions), {}
-    from core.store import ResultStore
-
-    if not args.db.is_file():
-        raise EvaluationError(f"results store not found: {args.db}")
-    with ResultStore(args.db) as store:
-        models = [m["id"] for m in store.models()]
-        model = args.model
-        if model is None:
-            if len(models) != 1:
-                raise cli.CommandError(
-                    f"the store holds {len(models)} models; choose one with --model ({', '.join(models) or 'none'})"
-                )
-            model = models[0]
-        elif model not in models:
-            raise cli.CommandError(f"model {model!r} is not in the store (models: {', '.join(models) or 'none'})")
-        predictions = store.predictions_for_model(model)
-        mpp = {s.name: s.mpp for s in store.slides() if s.mpp}
-    if not predictions:
-        raise EvaluationError(f"the store holds no complete prediction run of model {model!r}")
-    return predictions, mpp
-
-
 def _slide_mpp(folder: Path, slides) -> dict:
-    """Return slide -> mpp read from the slide files in ``folder`` (first file whose stem matches)."""
+    """Return slide -> mpp read from the slide files in ``folder`` (the data folder's rule, core.cohort)."""
+    from core.cohort import list_slides
     from core.evaluation import EvaluationError
     from core.slide_io import slide_info
 
     if not folder.is_dir():
         raise EvaluationError(f"slides folder not found: {folder}")
-    by_stem: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file():
-            by_stem.setdefault(path.stem, path)
+    by_stem = {path.stem: path for path in list_slides([folder])}
     out = {}
     for slide in slides:
         if slide in by_stem:
@@ -85,8 +53,52 @@ def _slide_mpp(folder: Path, slides) -> dict:
     return out
 
 
+def _evaluate_csv(args: argparse.Namespace, full, cohort):
+    """Return the evaluation of a predictions CSV (no store: mpp from --mpp, the cohort or --slides)."""
+    from core.cohort import load_cohort_tumors
+    from core.evaluation import EvaluationWarning, evaluate_cohort, read_predictions_csv
+
+    if args.model:
+        raise cli.CommandError("--model goes with --db, not with --predictions")
+    predictions = read_predictions_csv(args.predictions)
+    if args.split:
+        # Slides of other splits are expected in the predictions: not worth a warning.
+        others = set(full.slides) - set(cohort.slides)
+        predictions = {s: p for s, p in predictions.items() if s not in others}
+    if args.mode == "camelyon16" and args.mpp is None and args.slides is not None:
+        cohort = cohort.with_mpp(_slide_mpp(args.slides, [s for s, m in zip(cohort.slides, cohort.mpp) if m is None]))
+    tumors = load_cohort_tumors(args.annotations, cohort.slides)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EvaluationWarning)  # printed below from result.warnings
+        return evaluate_cohort(
+            predictions, cohort, tumors, inner_fraction=args.inner_fraction, mode=args.mode,
+            mpp=args.mpp if args.mode == "camelyon16" else None, nms_radius_um=args.nms_radius_um,
+            allow_missing=args.allow_missing,
+        )
+
+
+def _evaluate_store(args: argparse.Namespace, cohort):
+    """Return the evaluation of what the store holds (core.evaluation.evaluate_store_cohort)."""
+    from core.evaluation import EvaluationError, evaluate_store_cohort
+    from core.store import ResultStore
+
+    if not args.db.is_file():
+        raise EvaluationError(f"results store not found: {args.db}")
+    with ResultStore(args.db) as store:
+        extra = None
+        if args.mode == "camelyon16" and args.mpp is None and args.slides is not None:
+            extra = _slide_mpp(args.slides, [s for s, m in zip(cohort.slides, cohort.mpp) if m is None])
+        results = evaluate_store_cohort(
+            store, cohort, annotations=args.annotations, model_id=args.model, mode=args.mode,
+            mpp=args.mpp if args.mode == "camelyon16" else None, extra_mpp=extra, inner_fraction=args.inner_fraction,
+            nms_radius_um=args.nms_radius_um, allow_missing=args.allow_missing,
+        )
+    return results.evaluation
+
+
 def run(args: argparse.Namespace) -> int:
-    from core.evaluation import Cohort, EvaluationError, EvaluationWarning, evaluate_cohort, load_cohort_tumors, read_cohort
+    from core.cohort import read_cohort
+    from core.evaluation import EvaluationError
 
     if not 0 <= args.threshold <= 1:
         raise cli.CommandError(f"--threshold must be in [0, 1], got {args.threshold}")
@@ -94,37 +106,9 @@ def run(args: argparse.Namespace) -> int:
         raise cli.CommandError("--mpp, --slides and --nms-radius-um only apply to --mode camelyon16")
     full = read_cohort(args.cohort)
     cohort = full.select(args.split) if args.split else full
-    predictions, store_mpp = _load_predictions(args)
-    if args.split:
-        # Slides of other splits are expected in the predictions: not worth a warning.
-        others = set(full.slides) - set(cohort.slides)
-        predictions = {s: p for s, p in predictions.items() if s not in others}
-    tumors = load_cohort_tumors(args.annotations, cohort.slides)
-
-    mpp = None
-    if args.mode == "camelyon16":
-        if args.mpp is not None:
-            mpp = args.mpp
-        else:
-            known = dict(store_mpp)
-            if args.slides is not None:
-                known.update(_slide_mpp(args.slides, [s for s, m in zip(cohort.slides, cohort.mpp) if m is None]))
-            # The cohort's own mpp column wins over the store and the slide files; a slide
-            # still without mpp is named by evaluate_cohort's error.
-            filled = tuple(m if m is not None else known.get(s) for s, m in zip(cohort.slides, cohort.mpp))
-            cohort = Cohort(cohort.slides, cohort.labels, cohort.splits, filled)
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", EvaluationWarning)
-        result = evaluate_cohort(
-            predictions, cohort, tumors, inner_fraction=args.inner_fraction, mode=args.mode, mpp=mpp,
-            nms_radius_um=args.nms_radius_um, allow_missing=args.allow_missing,
-        )
-    for w in caught:
-        if issubclass(w.category, EvaluationWarning):
-            print(f"warning: {w.message}", file=sys.stderr)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    result = _evaluate_csv(args, full, cohort) if args.predictions is not None else _evaluate_store(args, cohort)
+    for message in result.warnings:
+        print(f"warning: {message}", file=sys.stderr)
     if args.json is not None:
         try:
             args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -84,7 +84,7 @@ def run_export(args: argparse.Namespace) -> int:
     t = args.threshold
     with _open_store(args.db) as store:
         if args.format == "camelyon-slides":
-            model = export.choose_model(store, args.model)
+            model = store.choose_model(args.model)
             predictions = store.predictions_for_model(model["id"])
             if not predictions:
                 raise export.ExportError(f"the store holds no complete prediction run of model {model['id']!r}")
@@ -140,21 +140,18 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     from core import export
-    from core.evaluation import load_cohort_tumors, read_cohort
+    from core.cohort import read_cohort
+    from core.evaluation import evaluate_store_cohort
 
     if not 0 <= args.threshold <= 1:
         raise cli.CommandError(f"--threshold must be in [0, 1], got {args.threshold}")
     if args.figure_format and args.figures is None:
         raise cli.CommandError("--figure-format goes with --figures DIR")
     started = time.perf_counter()
-    cohort = read_cohort(args.cohort)
-    if args.split:
-        cohort = cohort.select(args.split)
-    tumors = load_cohort_tumors(args.annotations, cohort.slides) if args.annotations is not None else None
     with _open_store(args.db) as store:
-        results = export.evaluate_store_cohort(
-            store, cohort, annotations=tumors, model_id=args.model, mode=args.mode, allow_missing=args.allow_missing,
-            nms_radius_um=args.nms_radius_um,
+        results = evaluate_store_cohort(
+            store, read_cohort(args.cohort), annotations=args.annotations, model_id=args.model, split=args.split,
+            mode=args.mode, allow_missing=args.allow_missing, nms_radius_um=args.nms_radius_um,
         )
     page = export.render_cohort_report(results, args.threshold, thumbnail_width=args.thumbnail_width)
     export.write_bytes(args.out, page.encode("utf-8"))

@@ -14,13 +14,13 @@ import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
 from core.device import autocast_for, prepare_model, resolve_device, resolve_precision
+from core.cohort import list_slides
 from core.errors import InferenceError, PathologyError
 from core.model import PatchClassifier, model_id_of
 from core.slide_io import Slide, open_slide
@@ -255,13 +255,4 @@ def predict_slide(
     return runner.predict_slide(path, store, tiling, progress=progress, recompute=recompute)
 
 
-def slide_paths(paths: list[str | os.PathLike]) -> list[Path]:
-    """Return the slide files named by ``paths`` (folders expand to their slide files, sorted)."""
-    suffixes = {".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm", ".czi", ".png", ".jpg", ".jpeg"}
-    result: list[Path] = []
-    for item in map(Path, paths):
-        if item.is_dir():
-            result += sorted(p for p in item.iterdir() if p.suffix.lower() in suffixes)
-        else:
-            result.append(item)
-    return result
+slide_paths = list_slides  # the data folder's rule (core.cohort); kept under its old name for the CLI

@@ -574,6 +574,26 @@ class ResultStore:
             for r in rows
         ]
 
+    def choose_model(self, model_id: str | None = None) -> dict:
+        """Return the record of a model (as :meth:`models`): ``model_id``, or the store's only model when None.
+
+        Raises:
+            StoreError: the store holds no model, several (and none was chosen; the message
+                lists them and says to choose with --model), or not ``model_id``.
+        """
+        models = self.models()
+        ids = [m["id"] for m in models]
+        if model_id is None:
+            if len(models) == 1:
+                return models[0]
+            if not models:
+                raise StoreError(f"the results store {self.path} holds no model; run `python -m core predict` first")
+            raise StoreError(f"the store holds {len(models)} models; choose one with --model ({', '.join(ids)})")
+        for model in models:
+            if model["id"] == model_id:
+                return model
+        raise StoreError(f"model {model_id!r} is not in the store (models: {', '.join(ids) or 'none'})")
+
     # ---------------------------------------------------------------- runs
 
     @staticmethod

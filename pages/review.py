@@ -7,13 +7,14 @@ import streamlit as st
 
 from app import context, navigation, state, tile_server, widgets
 from app.figures import colorbar_figure, slide_overview_figure, slide_viewer_figure
+from core.cohort import SLIDE_SUFFIXES
 from core.errors import PathologyError
 from core.export import build_asap_xml, build_camelyon_csv, qupath_geojson_bytes, render_overview_png
 from core.heatmap import COLORMAPS, heatmap_over_thumbnail, probability_grid
 from core.slide_io import SUPPORTED_HINT
 from core.tiling import label_patches
 
-UPLOAD_TYPES = ["svs", "tif", "tiff", "ndpi", "vms", "vmu", "scn", "mrxs", "svslide", "bif", "dcm", "png", "jpg", "jpeg"]
+UPLOAD_TYPES = [suffix.lstrip(".") for suffix in SLIDE_SUFFIXES]
 
 st.title("Review")
 loaded = widgets.require_model()

@@ -8,9 +8,10 @@ import streamlit as st
 
 from app import context, state, widgets
 from app.figures import confusion_figure, froc_figure, pr_figure, roc_figure
-from core.evaluation import FROC_TARGETS, evaluate_cohort, load_cohort_tumors
+from core.cohort import annotations_dir
 from core.errors import PathologyError
-from core.export import evaluate_store_cohort, evaluation_figures, figure_bytes, render_cohort_report
+from core.evaluation import FROC_TARGETS, evaluate_store_cohort
+from core.export import evaluation_figures, figure_bytes, render_cohort_report
 
 st.title("Threshold tuning")
 loaded = widgets.require_model()
@@ -20,14 +21,13 @@ store = context.store()
 
 
 @st.cache_data(show_spinner="Evaluating the cohort (once; moving t does not recompute)...", max_entries=32)
-def evaluate(db: str, model_id: str, params_json: str, runs_key: tuple, labels_json: str, annotations: str, mode: str, mpp_json: str):
+def evaluate(db: str, model_id: str, params_json: str, runs_key: tuple, labels_json: str, annotations: str, mode: str):
     """Return the cohort evaluation; keyed by the runs it reads, so new predictions refresh it."""
-    labels = json.loads(labels_json)
-    predictions = context._store(db).predictions_for_model(model_id, json.loads(params_json))
-    predictions = {name: predictions[name] for name in labels if name in predictions}
-    tumors = load_cohort_tumors(annotations, list(labels))
-    mpp = {k: v for k, v in json.loads(mpp_json).items() if k in labels}
-    return evaluate_cohort(predictions, labels, tumors, mode=mode, mpp=mpp or None)
+    results = evaluate_store_cohort(
+        context._store(db), json.loads(labels_json), annotations=annotations, model_id=model_id,
+        params=json.loads(params_json), mode=mode,
+    )
+    return results.evaluation
 
 
 table = context.cohort()
@@ -58,12 +58,11 @@ if not done:
 mode_label = st.radio("FROC mode", ["patch (source material)", "Camelyon16 (official evaluation)"], horizontal=True, key=state.EVAL_MODE)
 mode = "camelyon16" if mode_label.startswith("Camelyon16") else "patch"
 labels = {n: l for n, l in zip(table["slide"], table["label"]) if n in done}
-mpp = {s.name: s.mpp for s in store.slides() if s.mpp}
 runs_key = tuple(sorted(summaries[n]["run_id"] for n in done))
 try:
     result = evaluate(
         str(store.path), loaded.model_id, json.dumps(loaded.params, sort_keys=True), runs_key,
-        json.dumps(labels, sort_keys=True), str(context.data_dir() / "annotations"), mode, json.dumps(mpp, sort_keys=True),
+        json.dumps(labels, sort_keys=True), str(annotations_dir(context.data_dir())), mode,
     )
 except PathologyError as exc:
     st.error(f"The cohort cannot be evaluated: {exc}")
@@ -177,7 +176,7 @@ with st.expander("Download the figures and a cohort report"):
         )
 
     # The download runs in another thread, without session state: bind everything it needs now.
-    def report_html(store=store, labels=dict(labels), annotations=context.data_dir() / "annotations",
+    def report_html(store=store, labels=dict(labels), annotations=annotations_dir(context.data_dir()),
                     model_id=loaded.model_id, mode=mode, params=loaded.params, t=t) -> bytes:
         cohort_results = evaluate_store_cohort(store, labels, annotations=annotations, model_id=model_id, mode=mode, params=params)
         return render_cohort_report(cohort_results, t).encode()

@@ -1,4 +1,4 @@
-"""Tests of core.evaluation and core.camelyon: hand-computed metrics, FROC, Camelyon16 mode, CLI."""
+"""Tests of core.evaluation (metrics, modes) and core.cohort: hand-computed metrics, FROC, Camelyon16 mode, CLI."""
 
 from __future__ import annotations
 
@@ -16,20 +16,18 @@ from shapely.geometry import Polygon, box
 from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
 
 from core.annotations import AnnotationError, write_geojson
-from core.camelyon import evaluation_regions, major_axis_length, nms_detections
+from core.cohort import Cohort, find_annotation_file, load_cohort_tumors, read_cohort
+from core.errors import CohortError
+from core.evaluation.camelyon16 import evaluation_regions, major_axis_length, nms_detections
 from core.evaluation import (
     FROC_TARGETS,
-    Cohort,
     EvaluationError,
     EvaluationWarning,
     evaluate_cohort,
     evaluate_patches,
     evaluate_slides,
-    find_annotation_file,
     froc_curve,
     froc_score,
-    load_cohort_tumors,
-    read_cohort,
     read_predictions_csv,
 )
 
@@ -257,7 +255,7 @@ def test_bad_inputs_are_errors():
         evaluate_cohort(bad, cohort, tumors)
     with pytest.raises(EvaluationError, match="unknown evaluation mode"):
         evaluate_cohort(preds, cohort, tumors, mode="lesion")
-    with pytest.raises(EvaluationError, match="label must be 'tumor' or 'normal'"):
+    with pytest.raises(CohortError, match="'T1': label must be tumor"):
         evaluate_cohort(preds, {"T1": "maybe"}, tumors)
     with pytest.raises(EvaluationError, match="needs the microns per pixel.*'T1'"):
         evaluate_cohort(preds, cohort, tumors, mode="camelyon16")
@@ -355,7 +353,7 @@ def test_nms_is_greedy_with_ties_broken_by_order():
 
 
 def test_vectorized_nms_equals_the_sequential_definition(monkeypatch):
-    import core.camelyon as camelyon
+    import core.evaluation.camelyon16 as camelyon
     from scipy.spatial import cKDTree
 
     def sequential(x, y, p, radius):
@@ -439,10 +437,10 @@ def test_read_cohort(tmp_path):
     assert cohort.slides == ("s1", "s2") and cohort.labels == ("tumor", "normal") and cohort.mpp == (0.25, None)
     assert cohort.select("test").slides == ("s1",)
     (tmp_path / "bad.csv").write_text("slide,label\ns1,cancer\n")
-    with pytest.raises(EvaluationError, match="'s1': label must be"):
+    with pytest.raises(CohortError, match="line 2: slide 's1': label must be"):
         read_cohort(tmp_path / "bad.csv")
     (tmp_path / "dup.csv").write_text("slide,label\ns1,tumor\ns1,normal\n")
-    with pytest.raises(EvaluationError, match="more than once"):
+    with pytest.raises(CohortError, match="line 3: .*more than once"):
         read_cohort(tmp_path / "dup.csv")
     assert isinstance(Cohort.from_labels({"a": True, "b": "normal"}), Cohort)
 
@@ -457,7 +455,7 @@ def test_load_cohort_tumors(tmp_path):
     assert find_annotation_file(tmp_path, "t").name == "t.geojson"
     with pytest.raises(AnnotationError, match="bad.geojson"):
         load_cohort_tumors(tmp_path, ["bad"])
-    with pytest.raises(EvaluationError, match="annotations folder not found"):
+    with pytest.raises(CohortError, match="annotations folder not found"):
         load_cohort_tumors(tmp_path / "nope", ["t"])
 
 
@@ -559,7 +557,7 @@ def test_cli_errors_are_one_line_exit_2(demo_eval, tmp_path, capsys):
 
 
 def test_evaluation_does_not_import_torch_or_streamlit():
-    code = "import sys, core.evaluation, core.camelyon; print(sorted(m for m in ('torch', 'streamlit') if m in sys.modules))"
+    code = "import sys, core.evaluation, core.cohort; print(sorted(m for m in ('torch', 'streamlit') if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
 

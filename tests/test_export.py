@@ -20,7 +20,10 @@ from shapely.geometry import MultiPolygon, Polygon
 
 from core import cli
 from core.annotations import load_tumors, read_annotations, read_asap_xml, tumor_region
-from core.evaluation import _detections, evaluate_cohort, load_cohort_tumors, read_cohort
+from core.cohort import load_cohort_tumors, read_cohort
+from core.errors import StoreError
+from core.evaluation import evaluate_cohort
+from core.evaluation.camelyon16 import detections as _detections
 from core.export import (
     QUESTIONS,
     ExportError,
@@ -29,7 +32,6 @@ from core.export import (
     build_camelyon_slides_csv,
     build_cohort_report,
     build_qupath_geojson,
-    choose_model,
     evaluation_figures,
     figure_bytes,
     load_slide_export,
@@ -372,10 +374,10 @@ def test_report_camelyon16_mode_and_model_choice(export_data, tmp_path):
         page = build_cohort_report(store, export_data.cohort / "cohort.csv", annotations=export_data.cohort / "annotations", mode="camelyon16")
         assert "Camelyon16 mode" in page
         store.register_model("other-model", arch="tiny", metadata={"demo": True})
-        with pytest.raises(ExportError, match=f"2 models.*{MODEL}.*other-model"):
-            choose_model(store)
-        with pytest.raises(ExportError, match="not in the store"):
-            choose_model(store, "missing")
+        with pytest.raises(StoreError, match=f"2 models.*{MODEL}.*other-model"):
+            store.choose_model()
+        with pytest.raises(StoreError, match="not in the store"):
+            store.choose_model("missing")
         with pytest.raises(ExportError, match="no complete prediction run"):
             load_slide_export(store, export_data.slides[0], "other-model")
 

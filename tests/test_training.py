@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import CohortError
 from core.model import load_checkpoint
 from core.training import (
     DEMO_COMMAND,
@@ -260,7 +261,7 @@ def test_cohort_table_errors(cohort, tmp_path):
     with pytest.raises(TrainingError, match="labelled tumor but has no annotations"):
         read_cohort_table(table)
     table.write_text("slide,label,split\nt1,maybe,train\n")
-    with pytest.raises(TrainingError, match="line 2: label 'maybe'"):
+    with pytest.raises(CohortError, match="line 2: slide 't1': label must be .* got 'maybe'"):
         read_cohort_table(table)
     table.write_text("slide,label,split\nmissing,normal,train\n")
     with pytest.raises(TrainingError, match="no slide file for 'missing'"):

@@ -21,7 +21,7 @@ figures                :func:`evaluation_figures` (plotly),         :func:`write
 patch + explanations   :func:`render_explanations_png` (bytes)
 cohort report          :func:`build_cohort_report` (str, HTML),     :func:`write_cohort_report`
                        :func:`render_cohort_report` (from
-                       :func:`evaluate_store_cohort`'s results)
+                       :func:`core.evaluation.evaluate_store_cohort`'s results)
 =====================  ===========================================  ==========================
 
 Nothing here imports torch, streamlit or app.
@@ -42,7 +42,6 @@ from core.export.common import (
     ExportError,
     SlideExport,
     TumorRegion,
-    choose_model,
     demo_note,
     load_slide_export,
     merge_regions,
@@ -74,7 +73,6 @@ from core.export.report import (
     QUESTIONS,
     CohortResults,
     build_cohort_report,
-    evaluate_store_cohort,
     render_cohort_report,
     write_cohort_report,
 )
@@ -96,10 +94,8 @@ __all__ = [
     "build_camelyon_slides_csv",
     "build_cohort_report",
     "build_qupath_geojson",
-    "choose_model",
     "confusion_figure",
     "demo_note",
-    "evaluate_store_cohort",
     "evaluation_figures",
     "figure_bytes",
     "froc_figure",

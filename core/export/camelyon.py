@@ -2,7 +2,7 @@
 
 * **Detections** (``<slide>.csv``): one line ``prob,x,y`` per detection, by descending
   probability. The detections are those of the evaluation's Camelyon16 mode: greedy
-  non-maximum suppression (:func:`core.camelyon.nms_detections`) over the patch centres,
+  non-maximum suppression (:func:`core.evaluation.camelyon16.nms_detections`) over the patch centres,
   radius :data:`core.evaluation.NMS_RADIUS_PATCH_SIDES` times the slide's median patch side
   unless a radius in um is given. x, y are the patch centre in level-0 pixels, written as
   integers (rounded down; exact for even patch sizes) because the official
@@ -27,8 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from core.camelyon import nms_detections
-from core.evaluation import NMS_RADIUS_PATCH_SIDES
+from core.evaluation.camelyon16 import NMS_RADIUS_PATCH_SIDES, nms_detections
 from core.export.common import ExportError, median_patch_side, patch_arrays, write_bytes
 
 __all__ = [

@@ -3,7 +3,7 @@
 * :func:`merge_regions` turns the patches with ``F(I) >= t`` into connected tumor regions
   (union of the patch squares, level-0 pixels): what QuPath gets as annotations and ASAP
   as polygons.
-* :func:`choose_model` and :func:`load_slide_export` read what an export needs from the
+* :func:`load_slide_export` reads what an export needs from the
   results store, with one clear :class:`ExportError` per thing that is missing.
 * :func:`demo_note` says whether the model or the slides are the synthetic demo, so every
   picture and report can say so (DESIGN: the demo is labelled as such).
@@ -26,7 +26,7 @@ import shapely
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
-from core.camelyon import group_touching
+from core.evaluation.camelyon16 import group_touching
 from core.errors import ExportError, PathologyError
 from core.fileio import atomic_write_bytes
 
@@ -36,7 +36,6 @@ __all__ = [
     "ExportError",
     "SlideExport",
     "TumorRegion",
-    "choose_model",
     "demo_note",
     "encode",
     "load_slide_export",
@@ -212,27 +211,6 @@ class SlideExport:
         return demo_note(self.model.get("metadata") or {}, [self.slide])
 
 
-def choose_model(store: Any, model_id: str | None = None) -> dict:
-    """Return the store's record of a model: ``model_id``, or the store's only model when None.
-
-    Raises:
-        ExportError: the store holds no model, several (and none was chosen; the message
-            lists them), or not ``model_id``.
-    """
-    models = store.models()
-    ids = [m["id"] for m in models]
-    if model_id is None:
-        if len(models) == 1:
-            return models[0]
-        if not models:
-            raise ExportError(f"the results store {store.path} holds no model; run `python -m core predict` first")
-        raise ExportError(f"the store holds {len(models)} models; choose one with --model ({', '.join(ids)})")
-    for model in models:
-        if model["id"] == model_id:
-            return model
-    raise ExportError(f"model {model_id!r} is not in the store (models: {', '.join(ids) or 'none'})")
-
-
 def load_slide_export(store: Any, slide: str, model_id: str | None = None) -> SlideExport:
     """Return a slide's predictions by a model, with the slide's and the model's records.
 
@@ -248,7 +226,7 @@ def load_slide_export(store: Any, slide: str, model_id: str | None = None) -> Sl
         ExportError: unknown model or slide, a slide name held by two slides, or no
             complete run of the model on the slide.
     """
-    model = choose_model(store, model_id)
+    model = store.choose_model(model_id)
     records = [s for s in store.slides() if s.name == slide]
     if not records:
         names = sorted({s.name for s in store.slides()})

@@ -24,21 +24,19 @@ import datetime as _dt
 import html
 import io
 import os
-import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from core.export.common import ExportError, check_threshold, choose_model, demo_note, median_patch_side, write_bytes
+from core.evaluation.store_eval import CohortResults, evaluate_store_cohort
+from core.export.common import check_threshold, demo_note, median_patch_side, write_bytes
 from core.export.figures import evaluation_figures
 from core.export.pictures import read_thumbnail, render_colorbar
 from core.heatmap import heatmap_over_thumbnail, png_bytes, probability_grid
 
-__all__ = ["QUESTIONS", "CohortResults", "build_cohort_report", "evaluate_store_cohort", "render_cohort_report", "write_cohort_report"]
+__all__ = ["QUESTIONS", "build_cohort_report", "render_cohort_report", "write_cohort_report"]
 
 #: The three questions of the evaluation, as the report (and the app's threshold page) asks them.
 QUESTIONS = (
@@ -96,16 +94,6 @@ def _figure_div(fig: Any) -> str:
     return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False, "responsive": False})
 
 
-def _resolve_cohort(cohort: Any):
-    from core.evaluation import Cohort, read_cohort
-
-    if isinstance(cohort, Cohort):
-        return cohort
-    if isinstance(cohort, Mapping):
-        return Cohort.from_labels(cohort)
-    return read_cohort(cohort)
-
-
 def _draw_tumors(picture: np.ndarray, tumors: Any, scale: float) -> np.ndarray:
     """Return ``picture`` with the outlines of tumor polygons (level-0 px) drawn on it in green."""
     from PIL import ImageDraw
@@ -142,92 +130,6 @@ def _thumbnail_html(name: str, record: Any, pred: Any, tumors: Any, row: dict, t
     return f'<figure><img alt="{html.escape(name)}" src="{_jpeg_uri(picture)}"><figcaption>{caption}{extra}</figcaption></figure>'
 
 
-@dataclass(frozen=True)
-class CohortResults:
-    """What a cohort report shows: the model, the cohort, its predictions and their evaluation.
-
-    Attributes:
-        model: the store's model record (id, path, arch, metadata).
-        cohort: the slides and their labels (:class:`core.evaluation.Cohort`).
-        predictions: slide name -> patch predictions of the cohort's predicted slides.
-        slides: slide name -> the store's slide record (path, dimensions, mpp).
-        evaluation: :func:`core.evaluation.evaluate_cohort` of the predictions.
-        source: where the predictions come from (the store's path), for the report's footer.
-        tumors: slide name -> tumor polygons (level-0 px), outlined on the thumbnails.
-    """
-
-    model: dict
-    cohort: Any
-    predictions: dict
-    slides: dict
-    evaluation: Any
-    source: str = ""
-    tumors: dict = field(default_factory=dict)
-
-
-def evaluate_store_cohort(
-    store: Any,
-    cohort: Any,
-    *,
-    annotations: str | os.PathLike | Mapping[str, Any] | None = None,
-    model_id: str | None = None,
-    mode: str = "patch",
-    params: dict | None = None,
-    allow_missing: bool = False,
-    nms_radius_um: float | None = None,
-) -> CohortResults:
-    """Return a model's predictions on a cohort, read from the store, and their evaluation.
-
-    Args:
-        store: an open :class:`core.store.ResultStore` holding the predictions.
-        cohort: a :class:`core.evaluation.Cohort`, ``{slide: "tumor" | "normal"}`` or the
-            path of a ``cohort.csv`` (``slide,label[,split][,mpp]``).
-        annotations: folder of ``<slide>.geojson`` / ``.xml`` tumor annotations, or
-            ``{slide: tumor polygons}``; None: no tumors (patch level and FROC undefined,
-            the evaluation says why).
-        model_id: the model; None: the store's only model.
-        mode: FROC of the source material (``"patch"``) or Camelyon16's (``"camelyon16"``;
-            each slide's mpp from the cohort, else from the store).
-        params: only prediction runs with these tiling params; None: each slide's latest.
-        allow_missing: count cohort slides without predictions as slides without tissue
-            instead of failing.
-        nms_radius_um: Camelyon16 NMS radius in um (None: 1.5 patch sides).
-
-    Raises:
-        ExportError: no or unknown model, no predictions on the cohort's slides.
-        EvaluationError: what :func:`core.evaluation.evaluate_cohort` refuses (slides
-            without predictions, a normal slide with tumors, Camelyon16 mode without mpp).
-        AnnotationError: an annotation file does not parse.
-    """
-    from core.evaluation import Cohort, EvaluationWarning, evaluate_cohort, load_cohort_tumors
-
-    model = choose_model(store, model_id)
-    cohort = _resolve_cohort(cohort)
-    all_predictions = store.predictions_for_model(model["id"], params)
-    predictions = {s: all_predictions[s] for s in cohort.slides if s in all_predictions}
-    if not predictions:
-        raise ExportError(f"the store holds no complete prediction run of model {model['id']!r} on the cohort's slides")
-    if annotations is None:
-        tumors: dict = {}
-    elif isinstance(annotations, Mapping):
-        tumors = dict(annotations)
-    else:
-        tumors = load_cohort_tumors(annotations, cohort.slides)
-    records = {s.name: s for s in store.slides()}
-    if mode == "camelyon16":
-        # The cohort's own mpp column wins; a slide without one takes the store's.
-        cohort = Cohort(
-            cohort.slides, cohort.labels, cohort.splits,
-            tuple(m if m is not None else getattr(records.get(s), "mpp", None) for s, m in zip(cohort.slides, cohort.mpp)),
-        )
-    with warnings.catch_warnings():
-        # The report lists the evaluation's warnings itself (evaluation.warnings).
-        warnings.simplefilter("ignore", EvaluationWarning)
-        result = evaluate_cohort(predictions, cohort, tumors, mode=mode, nms_radius_um=nms_radius_um, allow_missing=allow_missing)
-    slides = {s: records[s] for s in cohort.slides if s in records}
-    return CohortResults(model, cohort, predictions, slides, result, str(getattr(store, "path", "")), tumors)
-
-
 def build_cohort_report(store: Any, cohort: Any, *, threshold: float = 0.5, **options: Any) -> str:
     """Return the cohort report of one model at one threshold as one self-contained HTML page.
 
@@ -236,7 +138,8 @@ def build_cohort_report(store: Any, cohort: Any, *, threshold: float = 0.5, **op
     (thumbnail_width, colormap, opacity, title).
 
     Raises:
-        ExportError, EvaluationError, AnnotationError: see :func:`evaluate_store_cohort`.
+        StoreError, EvaluationError, CohortError, AnnotationError: see
+            :func:`core.evaluation.evaluate_store_cohort`.
     """
     style = {k: options.pop(k) for k in ("thumbnail_width", "colormap", "opacity", "title") if k in options}
     check_threshold(threshold)

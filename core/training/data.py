@@ -7,7 +7,6 @@ on demand by a pool of threads with a bounded number of batches in flight, as in
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import threading
@@ -20,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from core.annotations import load_tumors
+from core.cohort import ANNOTATION_SUFFIXES, read_cohort_rows, slides_dir
 from core.errors import PathologyError
 from core.inference import read_patches
 from core.slide_io import open_slide
 from core.tiling import TilingParams, label_grid, tile_grid
-from core.training.config import TrainingError
+from core.errors import TrainingError
 
 __all__ = [
     "CohortSlide",
@@ -37,10 +37,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-SLIDE_SUFFIXES = (".tiff", ".tif", ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".svslide", ".bif", ".dcm", ".czi", ".png", ".jpg", ".jpeg")
-LABELS = {"tumor": 1, "tumour": 1, "1": 1, "normal": 0, "0": 0}
-
 
 @dataclass(frozen=True)
 class CohortSlide:
@@ -71,64 +67,37 @@ class SlidePatches:
         return self.slide.name
 
 
-def _find_slide(folder: Path, name: str) -> Path | None:
-    for suffix in SLIDE_SUFFIXES:
-        for candidate in (folder / "slides" / f"{name}{suffix}", folder / f"{name}{suffix}"):
-            if candidate.is_file():
-                return candidate
-    return None
-
-
-def _find_annotations(folder: Path, name: str) -> Path | None:
-    for suffix in (".geojson", ".json", ".xml"):
-        candidate = folder / "annotations" / f"{name}{suffix}"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def read_cohort_table(path: str | os.PathLike) -> list[CohortSlide]:
-    """Return the slides of a ``cohort.csv`` (``slide,label,split[,path]``) with their files.
+    """Return the slides of a training ``cohort.csv`` (``slide,label,split[,mpp][,path]``) with their files.
 
-    Slides are looked up as ``slides/<slide>.<ext>`` beside the table (or the ``path`` column,
-    relative to the table's folder); annotations as ``annotations/<slide>.geojson`` or ``.xml``.
+    The table, its labels and the lookup of slide and annotation files are
+    :mod:`core.cohort`'s; training adds its own needs: a split for every slide, a label for
+    every slide, every slide file present, and annotations for tumor slides of the train and
+    val splits (their patches could not be labelled otherwise).
 
     Raises:
-        TrainingError: missing file or column, a bad label, a slide file not found, or a tumor
-            slide without annotations (its patches could not be labelled).
+        CohortError: the table is malformed (see :func:`core.cohort.read_cohort_rows`).
+        TrainingError: no split column, a slide without label or file, or a train/val tumor
+            slide without annotations.
     """
     table = Path(path)
-    if not table.is_file():
-        raise TrainingError(f"cohort file not found: {table}")
-    folder = table.parent
-    try:
-        with open(table, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise TrainingError(f"cannot read cohort file {table}: {exc}") from None
-    if not rows or not {"slide", "label", "split"} <= {(k or "").strip().lower() for k in rows[0]}:
-        raise TrainingError(f"{table}: a training cohort needs the columns slide,label,split (and rows)")
+    rows = read_cohort_rows(table)
     slides = []
-    for line, raw in enumerate(rows, start=2):
-        row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
-        name, label_text, split = row["slide"], row["label"].lower(), row["split"].lower()
-        if label_text not in LABELS:
-            raise TrainingError(f"{table}, line {line}: label {row['label']!r} is not tumor or normal")
-        if row.get("path"):
-            slide_path = (folder / row["path"]).resolve()
-            if not slide_path.is_file():
-                raise TrainingError(f"{table}, line {line}: slide file {slide_path} not found")
-        else:
-            slide_path = _find_slide(folder, name)
-            if slide_path is None:
-                raise TrainingError(f"{table}, line {line}: no slide file for {name!r} in {folder / 'slides'}")
-        annotations = _find_annotations(folder, name)
-        label = LABELS[label_text]
-        if label == 1 and annotations is None and split in ("train", "val"):
+    for row in rows:
+        if row.split is None:
+            raise TrainingError(f"{table}: a training cohort needs a split (train, val, test) for every slide; {row.slide!r} has none")
+        if row.label is None:
+            raise TrainingError(f"{table}: slide {row.slide!r} has no label; training needs tumor or normal for every slide")
+        if row.path is None:
+            raise TrainingError(f"{table}: no slide file for {row.slide!r} in {slides_dir(table.parent)}")
+        split = row.split.lower()
+        label = 1 if row.label == "tumor" else 0
+        if label == 1 and row.annotations is None and split in ("train", "val"):
             raise TrainingError(
-                f"{name} is labelled tumor but has no annotations/{name}.geojson or .xml: its patches cannot be labelled"
+                f"{row.slide} is labelled tumor but has no annotations/{row.slide}"
+                f"{{{','.join(ANNOTATION_SUFFIXES)}}}: its patches cannot be labelled"
             )
-        slides.append(CohortSlide(name, label, split, slide_path, annotations))
+        slides.append(CohortSlide(row.slide, label, split, row.path, row.annotations))
     return slides
 
 

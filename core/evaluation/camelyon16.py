@@ -1,4 +1,4 @@
-"""Camelyon16 evaluation geometry: evaluation regions, isolated tumor cells, detections.
+"""The FROC of the Camelyon16 challenge (``mode="camelyon16"``): its geometry and its counting rule.
 
 What the official Camelyon16 evaluation script (Bejnordi et al., ``Evaluation_FROC.py``)
 does on raster masks, done here on the annotation polygons themselves, in level-0 pixels:
@@ -20,14 +20,18 @@ does on raster masks, done here on the annotation polygons themselves, in level-
   probability, each one kept unless a kept patch's centre lies within ``radius`` of its
   centre. A detection's location is its patch centre.
 
-This module only does geometry; :mod:`core.evaluation` turns its output into the FROC.
+* **Counting** (:class:`Camelyon16Mode`): a detection inside a counted region hits it (the
+  region's score is its best detection), inside an ITC it is ignored, elsewhere it is a
+  false positive; the AvgFP's denominator is *all* slides (the official script divides by
+  the number of result files).
 It works with polygons, so results do not depend on a mask level (the official script
 works at level 5, ~7.8 um per pixel, and its numbers differ from these by that much).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +42,12 @@ from scipy.spatial import cKDTree
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from core.errors import EvaluationError
+
 __all__ = [
+    "NMS_RADIUS_PATCH_SIDES",
+    "CamelyonDetails",
+    "Camelyon16Mode",
     "DILATION_UM",
     "ITC_MAJOR_AXIS_UM",
     "EvaluationRegions",
@@ -51,6 +60,9 @@ __all__ = [
 DILATION_UM = 75.0
 #: Regions whose major axis (after dilation) is below this many um are isolated tumor cells.
 ITC_MAJOR_AXIS_UM = 275.0
+#: Default NMS radius, in patch sides: the 8 grid neighbours of a detection (centres 1 and
+#: sqrt(2) sides away) are suppressed.
+NMS_RADIUS_PATCH_SIDES = 1.5
 
 # Segments per quarter circle of the dilation's round corners: the outline of a buffered
 # point is then within 0.5% of the true circle.
@@ -254,3 +266,120 @@ def _finish_sequentially(order: np.ndarray, state: np.ndarray, first: np.ndarray
         state[i] = 1
         later = neighbours[indptr[i] : indptr[i + 1]]
         state[later[state[later] == 0]] = 2
+
+
+# =========================================================================== counting
+
+
+@dataclass(frozen=True)
+class CamelyonDetails:
+    """What Camelyon16 mode did: regions, ITCs, detections, units."""
+
+    n_itc: int
+    n_detections: int
+    n_fp_detections: int
+    dilation_um: float
+    itc_um: float
+    nms_radius_um: float | None  # None: NMS_RADIUS_PATCH_SIDES patch sides
+    mpp: dict[str, float]
+
+    def to_dict(self) -> dict:
+        """Return the details as JSON-ready data."""
+        return {
+            "n_itc": self.n_itc, "n_detections": self.n_detections, "n_fp_detections": self.n_fp_detections,
+            "dilation_um": self.dilation_um, "itc_major_axis_um": self.itc_um,
+            "nms_radius_um": self.nms_radius_um,
+            "nms_radius_rule": None if self.nms_radius_um else f"{NMS_RADIUS_PATCH_SIDES} x the slide's median patch side",
+            "fp_denominator": "all slides", "mpp": self.mpp,
+        }
+
+
+def resolve_mpp(slides: Sequence[str], cohort_mpp: Sequence[float | None], mpp: float | Mapping[str, float | None] | None) -> dict[str, float]:
+    """Return slide -> microns per level-0 pixel: ``mpp`` (one value, or per slide) else the cohort's.
+
+    Raises:
+        EvaluationError: a slide without mpp (the message says how to give it), or a value
+            that is not a positive number.
+    """
+    out: dict[str, float] = {}
+    lacking = []
+    for slide, from_cohort in zip(slides, cohort_mpp):
+        if isinstance(mpp, Mapping):
+            value = mpp.get(slide, from_cohort)
+        elif mpp is not None:
+            value = mpp
+        else:
+            value = from_cohort
+        if value is None:
+            lacking.append(slide)
+            continue
+        value = float(value)
+        if not math.isfinite(value) or value <= 0:
+            raise EvaluationError(f"slide {slide!r}: mpp must be a positive number of microns per pixel, got {value}")
+        out[slide] = value
+    if lacking:
+        shown = ", ".join(repr(n) for n in lacking[:5]) + (f" (and {len(lacking) - 5} more)" if len(lacking) > 5 else "")
+        raise EvaluationError(
+            f"Camelyon16 mode needs the microns per pixel (mpp) of every slide; {len(lacking)} slide(s) have none: "
+            f"{shown} (give --mpp, an mpp column in the cohort, or --slides to read it from the slide files)"
+        )
+    return out
+
+
+def detections(x, y, w, h, prob, mpp: float, nms_radius_um: float | None) -> np.ndarray:
+    """Return the indices of one slide's Camelyon16 detections (greedy NMS on patch centres)."""
+    if prob.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if nms_radius_um is None:
+        radius = NMS_RADIUS_PATCH_SIDES * float(np.median(np.maximum(w, h)))  # level-0 px
+    else:
+        radius = nms_radius_um / mpp  # um -> level-0 px
+    return nms_detections(x + w / 2, y + h / 2, prob, radius)
+
+
+class Camelyon16Mode:
+    """Camelyon16's FROC: NMS detections against dilated tumors, ITCs ignored, FPs over all slides."""
+
+    name = "camelyon16"
+    #: What the AvgFP's denominator counts (for the reason of an undefined score).
+    fp_slides_kind = "slides"
+
+    def __init__(self, mpp: Mapping[str, float], nms_radius_um: float | None = None) -> None:
+        self.mpp = dict(mpp)
+        self.nms_radius_um = nms_radius_um
+        self.n_itc = self.n_detections = self.n_fp_detections = 0
+
+    def score_slide(self, patches):
+        """Return the slide's counted-region scores and false-positive detection probabilities.
+
+        ``patches`` is a :class:`core.evaluation.patch_mode.SlidePatches`.
+        """
+        from core.evaluation.patch_mode import SlideFROC
+
+        x, y, w, h, prob = patches.x, patches.y, patches.width, patches.height, patches.prob
+        mpp = self.mpp[patches.slide]
+        keep = detections(x, y, w, h, prob, mpp, self.nms_radius_um)
+        self.n_detections += keep.size
+        cx, cy, dprob = (x[keep] + w[keep] / 2), (y[keep] + h[keep] / 2), prob[keep]  # patch centres, level-0 px
+        regions = evaluation_regions(patches.tumors, mpp) if patches.tumors else None
+        if regions is None or len(regions) == 0:
+            self.n_fp_detections += dprob.size
+            return SlideFROC(np.zeros(0), dprob, 0)
+        where = regions.locate(cx, cy)
+        outside = where < 0
+        self.n_fp_detections += int(outside.sum())
+        best = np.full(len(regions), -np.inf)
+        np.maximum.at(best, where[~outside], dprob[~outside])
+        counted = ~regions.is_itc
+        self.n_itc += int(regions.is_itc.sum())
+        return SlideFROC(best[counted], dprob[outside], int(counted.sum()))
+
+    def n_fp_slides(self, is_tumor: np.ndarray, patch_slides: Sequence[str]) -> int:
+        """Return the AvgFP's denominator: every slide whose patches are evaluated."""
+        return len(patch_slides)
+
+    def details(self) -> CamelyonDetails:
+        """Return what this mode counted (call after every slide is scored)."""
+        return CamelyonDetails(
+            self.n_itc, self.n_detections, self.n_fp_detections, DILATION_UM, ITC_MAJOR_AXIS_UM, self.nms_radius_um, self.mpp
+        )
