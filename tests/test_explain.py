@@ -664,7 +664,7 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, checkpoint, tissue_patch, 
 
 
 def test_core_explain_never_imports_streamlit():
-    for path in list((ROOT / "core" / "explain").glob("*.py")) + [ROOT / "core" / "cli_explain.py"]:
+    for path in list((ROOT / "core" / "explain").glob("*.py")) + [ROOT / "core" / "cli" / "explain.py"]:
         tree = ast.parse(path.read_text())
         names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}

@@ -1,4 +1,4 @@
-"""Command-line subcommand ``train``: the recipe on a cohort, or ``--preset demo`` for the demo model.
+"""``python -m core train``: the recipe on a cohort, or ``--preset demo`` for the demo model.
 
     python -m core train --cohort data/cohort.csv --arch vgg16 --out runs/vgg16
     python -m core train --preset demo                       # tiny arch on the demo cohort
@@ -6,7 +6,8 @@
     torchrun --nproc-per-node 4 -m core train --cohort ... --out ...   # DistributedDataParallel
 
 Options left out take the preset's value (with ``--preset``), the stored run's (with
-``--resume``) or the recipe's default. Only rank 0 prints progress and writes files.
+``--resume``) or the recipe's default (:class:`core.training.config.TrainConfig`, whose
+defaults the help shows). Only rank 0 prints progress and writes files.
 """
 
 from __future__ import annotations
@@ -17,60 +18,66 @@ import shlex
 import sys
 from pathlib import Path
 
-from core import cli
+from core.cli import common
+from core.errors import CommandError
 
-# (dest, flag) of every option that maps onto a TrainConfig field, in --help order.
-_FIELDS: list[tuple[str, str]] = []
-
-
-def _option(parser: argparse.ArgumentParser, flag: str, **kwargs) -> None:
-    action = parser.add_argument(flag, default=None, **kwargs)
-    _FIELDS.append((action.dest, flag))
+HELP = "train the patch classifier by the recipe (or --preset demo); torchrun for several GPUs"
 
 
-def _add_train(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the options of ``train``; each option but ``--preset``/``--resume`` is a TrainConfig field."""
+    from core.model import ARCHS
+    from core.training.config import TrainConfig as C
     from core.training.demo import DEMO_PRESET
 
-    _FIELDS.clear()  # the parser may be built more than once in a process
+    fields: list[argparse.Action] = []
+
+    def option(flag: str, **kwargs) -> None:
+        fields.append(parser.add_argument(flag, default=None, **kwargs))
+
+    halved = "halved" if C.lr_factor == 0.5 else f"multiplied by {C.lr_factor:g}"
     parser.description = (
-        "Train the patch classifier by the source recipe: three-step sampling, flips and colour jitter, "
-        "binary cross-entropy, RMSprop (rho 0.9, momentum 0.9, lr 5e-5), lr halved after 3 epochs without "
-        "val-loss improvement, early stop after 5 without val ROC-AUC improvement. Writes best.pt, last.pt, "
-        "last-state.pt, metrics.csv and summary.json in --out. Under torchrun: DistributedDataParallel."
+        f"Train the patch classifier by the source recipe: three-step sampling, flips and colour jitter, "
+        f"binary cross-entropy, RMSprop (rho {C.rho:g}, momentum {C.momentum:g}, lr {common.number_text(C.lr)}), lr {halved} after "
+        f"{C.lr_patience} epochs without val-loss improvement, early stop after {C.stop_patience} without val ROC-AUC "
+        "improvement. Writes best.pt, last.pt, last-state.pt, metrics.csv and summary.json in --out. "
+        "Under torchrun: DistributedDataParallel."
     )
     parser.add_argument(
         "--preset", choices=["demo"],
         help=(
             "demo: the tiny arch on the synthetic demo cohort (generated if absent) at level "
             f"{DEMO_PRESET['level']}, {DEMO_PRESET['patch_size']} px, learning rate {DEMO_PRESET['lr']:g} (higher than the "
-            f"recipe's 5e-5, to train in minutes on a CPU), at most {DEMO_PRESET['epochs']} epochs of "
+            f"recipe's {common.number_text(C.lr)}, to train in minutes on a CPU), at most {DEMO_PRESET['epochs']} epochs of "
             f"{DEMO_PRESET['samples_per_epoch']} draws, test-split slide AUC at the end; writes runs/demo"
         ),
     )
-    _option(parser, "--cohort", type=str, help="cohort.csv (slide,label,split); slides in slides/, annotations in annotations/ beside it")
-    _option(parser, "--out", type=str, help="run folder for checkpoints and metrics (runs/NAME)")
-    _option(parser, "--arch", choices=["vgg16", "tiny"], help="network (default vgg16)")
-    _option(parser, "--pretrained", choices=["imagenet", "none", "auto"], help="trunk weights: imagenet (vgg16; fails clearly if unreachable), none, auto (default: imagenet for vgg16, none for tiny)")
-    _option(parser, "--weights", type=str, help="local torchvision VGG16 state dict (vgg16-397923af.pth) for the trunk")
-    _option(parser, "--level", type=int, help="pyramid level of the patches (default 0)")
-    _option(parser, "--patch-size", type=int, help="patch side in pixels of that level (default 512)")
-    _option(parser, "--tissue-threshold", type=float, help="minimum tissue fraction of a patch (default 0.25)")
-    _option(parser, "--inner-fraction", type=float, help="side of the labelling inner square / patch side (default 0.5)")
-    _option(parser, "--epochs", type=int, help="maximum epochs (default 100; early stopping usually ends sooner)")
-    _option(parser, "--samples-per-epoch", type=int, help="three-step draws per epoch, all ranks together (default: number of train patches)")
-    _option(parser, "--batch-size", type=int, help="patches per step and rank (default 32)")
-    _option(parser, "--lr", type=float, help="initial learning rate (default 5e-5)")
-    _option(parser, "--val-max-patches", type=int, help="cap on validation patches, a fixed subset (default 20000)")
-    _option(parser, "--workers", type=int, help="patch-reading threads (default 4)")
-    _option(parser, "--device", type=str, help="auto | cpu | cuda | cuda:N (default auto)")
-    _option(parser, "--precision", choices=["auto", "fp32", "bf16", "fp16"], help="auto: bf16 (else fp16 + loss scaling) on CUDA, fp32 on CPU")
-    _option(parser, "--seed", type=int, help="random seed; a CPU run with the same seed repeats exactly (default 0)")
-    _option(parser, "--test-slide-auc", action=argparse.BooleanOptionalAction, help="after training, score the test-split slides (max F(I)) and record their ROC-AUC")
+    option("--cohort", type=str, help="cohort.csv (slide,label,split); slides in slides/, annotations in annotations/ beside it")
+    option("--out", type=str, help="run folder for checkpoints and metrics (runs/NAME)")
+    option("--arch", choices=list(ARCHS), help=f"network (default {C.arch})")
+    option("--pretrained", choices=["imagenet", "none", "auto"], help=f"trunk weights: imagenet (vgg16; fails clearly if unreachable), none, auto (default {C.pretrained}: imagenet for vgg16, none for tiny)")
+    option("--weights", type=str, help="local torchvision VGG16 state dict (vgg16-397923af.pth) for the trunk")
+    fields += common.add_patch_grid(parser, shown_level=C.level, shown_patch_size=C.patch_size)
+    fields.append(common.add_tissue_threshold(parser, default=None, shown=C.tissue_threshold))
+    fields.append(common.add_inner_fraction(parser, default=None, shown=C.inner_fraction))
+    option("--epochs", type=int, help=f"maximum epochs (default {C.epochs}; early stopping usually ends sooner)")
+    option("--samples-per-epoch", type=int, help="three-step draws per epoch, all ranks together (default: number of train patches)")
+    fields.append(common.add_batch_size(parser, default=None, shown=C.batch_size, per="step and rank"))
+    option("--lr", type=float, help=f"initial learning rate (default {common.number_text(C.lr)})")
+    option("--val-max-patches", type=int, help=f"cap on validation patches, a fixed subset (default {C.val_max_patches})")
+    fields.append(common.add_workers(parser, default=None, shown=C.workers))
+    fields.append(common.add_device(parser, default=None, shown=C.device))
+    fields.append(common.add_precision(parser, default=None, choices=True, note=f"default {C.precision}: bf16 (else fp16 + loss scaling) on CUDA, fp32 on CPU"))
+    option("--seed", type=int, help=f"random seed; a CPU run with the same seed repeats exactly (default {C.seed})")
+    option("--test-slide-auc", action=argparse.BooleanOptionalAction, help="after training, score the test-split slides (max F(I)) and record their ROC-AUC")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch (epochs may grow)")
+    # (dest, flag) of the TrainConfig options, in --help order: what _given and _command read.
+    parser.set_defaults(config_options=tuple((a.dest, a.option_strings[0]) for a in fields))
 
 
 def _given(args: argparse.Namespace) -> dict:
-    return {dest: getattr(args, dest) for dest, _ in _FIELDS if getattr(args, dest, None) is not None}
+    """Return the TrainConfig fields given on the command line."""
+    return {dest: getattr(args, dest) for dest, _ in args.config_options if getattr(args, dest, None) is not None}
 
 
 def _command(args: argparse.Namespace, world: int) -> str:
@@ -78,7 +85,7 @@ def _command(args: argparse.Namespace, world: int) -> str:
     parts = ["python", "-m", "core", "train"] if world <= 1 else ["torchrun", "--nproc-per-node", str(world), "-m", "core", "train"]
     if args.preset:
         parts += ["--preset", args.preset]
-    for dest, flag in _FIELDS:
+    for dest, flag in args.config_options:
         value = getattr(args, dest, None)
         if value is None:
             continue
@@ -90,6 +97,7 @@ def _command(args: argparse.Namespace, world: int) -> str:
 
 
 def _build_config(args: argparse.Namespace, world: int):
+    """Return the TrainConfig of this run: the stored one (--resume), the demo preset's or the recipe's, with the options given."""
     from core.paths import demo_dir
     from core.training import TrainConfig, demo_config, load_state
 
@@ -97,7 +105,7 @@ def _build_config(args: argparse.Namespace, world: int):
     command = _command(args, world)
     if args.resume:
         if not args.out and not args.preset:
-            raise cli.CommandError("--resume needs --out (the run folder to continue)")
+            raise CommandError("--resume needs --out (the run folder to continue)")
         out = Path(given.get("out") or "runs/demo")
         stored = TrainConfig.from_dict(load_state(out)["config"])
         extra = {k: v for k, v in given.items() if k != "out"}
@@ -109,32 +117,33 @@ def _build_config(args: argparse.Namespace, world: int):
         cohort = given.pop("cohort", None) or str(demo_dir() / "cohort.csv")
         return demo_config(cohort=cohort, **{**given, "command": command})
     if "cohort" not in given:
-        raise cli.CommandError("train needs --cohort cohort.csv (or --preset demo)")
+        raise CommandError("train needs --cohort cohort.csv (or --preset demo)")
     if "out" not in given:
-        raise cli.CommandError("train needs --out runs/NAME")
+        raise CommandError("train needs --out runs/NAME")
     return TrainConfig(**given, command=command)
 
 
 def _ensure_demo_cohort(cohort: Path) -> None:
+    """Generate the demo cohort if ``cohort`` is the demo folder's and absent."""
     from core.demo import make_demo_cohort
     from core.paths import demo_dir
 
     if cohort.is_file() or cohort.resolve() != (demo_dir() / "cohort.csv").resolve():
         return
     print(f"generating the synthetic demo cohort in {demo_dir()} (about a minute)", file=sys.stderr)
-    bar, update = cli._progress_bar(None, "demo slides", "slide")
+    bar, update = common.progress_bar(None, "demo slides", "slide")
     try:
         make_demo_cohort(demo_dir(), progress=update)
     finally:
         bar.close()
 
 
-def _run_train(args: argparse.Namespace) -> int:
-    import os
+def run(args: argparse.Namespace) -> int:
+    """Train (joining torchrun's process group when there is one) and report; return 0."""
     import time
 
     started = time.perf_counter()
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    rank, world, _ = common.distributed_context()
     config = _build_config(args, world)
     main = rank == 0
     ctx = None
@@ -155,13 +164,14 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _train_and_report(args: argparse.Namespace, config, main: bool, world: int, started: float) -> int:
+    """Run the training loop with a progress bar and one line per epoch; print the result (rank 0)."""
     import time
 
     from core.training import DEMO_TARGETS, EpochMetrics, train
 
     bar = update = None
     if main:
-        bar, update = cli._progress_bar(None, "training" + (f" [{world} ranks]" if world > 1 else ""), "step")
+        bar, update = common.progress_bar(None, "training" + (f" [{world} ranks]" if world > 1 else ""), "step")
 
     def on_epoch(m: EpochMetrics) -> None:
         if bar is None:
@@ -198,6 +208,3 @@ def _train_and_report(args: argparse.Namespace, config, main: bool, world: int, 
             file=sys.stderr,
         )
     return 0
-
-
-cli.register("train", "train the patch classifier by the recipe (or --preset demo); torchrun for several GPUs", _add_train, _run_train)

@@ -1,24 +1,24 @@
-"""Command-line subcommands that run the model: ``predict`` (and ``train`` when present).
+"""``python -m core predict``: run a model over slides into the SQLite store (and a CSV).
 
-``predict`` under ``torchrun --nproc-per-node N -m core predict ...`` shards the slides
-across the processes (rank r takes slides r, r + N, ...), each on its own device, all
-writing the same SQLite store; rank 0 writes the CSV once every rank has finished.
+    python -m core predict data/demo/slides --model models/demo-tiny.pt --db results.sqlite
+    python -m core predict a.svs b.svs --model runs/vgg16/best.pt --csv patches.csv --device cuda
+    torchrun --nproc-per-node 4 -m core predict data/slides --model best.pt --db results.sqlite
+
+Under torchrun the slides are sharded across the processes (rank r takes slides r, r + N, ...),
+each on its own device, all writing the same SQLite store; rank 0 writes the CSV once every
+rank has finished. A slide that fails is reported and skipped; the exit status is then 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from core import cli
-from core.errors import PathologyError
+from core.cli import common
+from core.errors import CommandError, PathologyError
 
-
-def distributed_context() -> tuple[int, int, int]:
-    """Return (rank, world_size, local_rank) from torchrun's environment (0, 1, 0 when absent)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+HELP = "run a model over slides into the SQLite store (and a CSV)"
 
 
 def _init_process_group(world: int, device_name: str):
@@ -34,29 +34,37 @@ def _init_process_group(world: int, device_name: str):
     return dist
 
 
-def _add_predict(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the options of ``predict`` (defaults: :class:`~core.tiling.TilingParams` and :mod:`core.inference`)."""
+    from core.inference import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
+    from core.tiling import TilingParams
+
     parser.add_argument("slides", nargs="+", type=Path, help="slide files or folders of slides")
     parser.add_argument("--model", required=True, type=Path, help="checkpoint file (.pt) written by `train`")
-    parser.add_argument("--db", type=Path, default=Path("results.sqlite"), help="SQLite results store (default results.sqlite)")
+    common.add_db(parser, help="SQLite results store")
     parser.add_argument("--csv", type=Path, help="also write patch predictions: slide,x,y,width,height,prob (level-0 px)")
-    parser.add_argument("--level", type=int, help="pyramid level of the patches (default: the model's)")
-    parser.add_argument("--patch-size", type=int, help="patch side in pixels of that level (default: the model's)")
+    common.add_patch_grid(parser, shown_level="the model's", shown_patch_size="the model's")
     parser.add_argument("--stride", type=int, help="grid step in level pixels (default: the patch size)")
-    parser.add_argument("--tissue-threshold", type=float, default=0.25, help="minimum tissue fraction of a patch (default 0.25)")
-    parser.add_argument("--batch-size", type=int, default=32, help="patches per forward pass (default 32)")
-    parser.add_argument("--workers", type=int, default=2, help="patch-reading threads (default 2)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    parser.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (default auto: bf16 where the hardware has it)")
+    common.add_tissue_threshold(parser, default=TilingParams.tissue_threshold, shown=TilingParams.tissue_threshold)
+    common.add_batch_size(parser, default=DEFAULT_BATCH_SIZE, shown=DEFAULT_BATCH_SIZE)
+    common.add_workers(parser, default=DEFAULT_WORKERS, shown=DEFAULT_WORKERS)
+    common.add_device(parser)
+    common.add_precision(parser, note="default auto: bf16 where the hardware has it")
     parser.add_argument("--recompute", action="store_true", help="discard stored predictions of these runs and compute again")
 
 
-def _run_predict(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Predict every slide (this rank's share under torchrun) into the store, then write the CSV.
+
+    Returns:
+        0, or :data:`~core.cli.common.EXIT_ERROR` when any slide failed (all ranks counted).
+    """
     from core.inference import PredictionRunner, run_params, slide_paths
     from core.model import load_checkpoint
-    from core.store import ResultStore
+    from core.store import ResultStore, slide_fingerprint
     from core.tiling import TilingParams
 
-    rank, world, local_rank = distributed_context()
+    rank, world, local_rank = common.distributed_context()
     device = args.device
     dist = _init_process_group(world, device)
     if world > 1 and device in ("auto", "cuda"):
@@ -77,17 +85,17 @@ def _run_predict(args: argparse.Namespace) -> int:
     )
     paths = slide_paths(args.slides)
     if not paths:
-        raise cli.CommandError("no slide files given")
+        raise CommandError("no slide files given")
     mine = paths[rank::world]
     failures = 0
     with ResultStore(args.db) as store:
         for path in mine:
-            bar, update = cli._progress_bar(None, f"{path.stem}" + (f" [rank {rank}]" if world > 1 else ""), "patch")
+            bar, update = common.progress_bar(None, f"{path.stem}" + (f" [rank {rank}]" if world > 1 else ""), "patch")
             try:
                 result = runner.predict_slide(path, store, tiling, progress=update, recompute=args.recompute)
             except PathologyError as exc:
                 failures += 1
-                print(f"error: {path}: {exc}", file=sys.stderr)
+                common.print_error(f"{path}: {exc}")
                 continue
             finally:
                 bar.close()
@@ -107,24 +115,19 @@ def _run_predict(args: argparse.Namespace) -> int:
             runs = []
             for path in paths:
                 try:
-                    from core.store import slide_fingerprint
-
                     fingerprint = slide_fingerprint(path)
                 except OSError:
                     continue
                 record = next((s for s in store.slides() if s.fingerprint == fingerprint), None)
-                run = record and store.find_run(record.id, metadata["model_id"], run_params(tiling))
-                if run is not None and run.status == "complete":
-                    runs.append(run.id)
+                found = record and store.find_run(record.id, metadata["model_id"], run_params(tiling))
+                if found is not None and found.status == "complete":
+                    runs.append(found.id)
             rows = store.write_csv(args.csv, runs)
             print(f"wrote {rows} patch predictions of {len(runs)} slides to {args.csv}", file=sys.stderr)
     if dist is not None:
         dist.barrier()
         dist.destroy_process_group()
     if failures:
-        print(f"error: {failures} of {len(paths)} slides failed", file=sys.stderr)
-        return cli.EXIT_ERROR
+        common.print_error(f"{failures} of {len(paths)} slides failed")
+        return common.EXIT_ERROR
     return 0
-
-
-cli.register("predict", "run a model over slides into the SQLite store (and a CSV)", _add_predict, _run_predict)

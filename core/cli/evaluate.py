@@ -1,6 +1,8 @@
 """``python -m core evaluate``: slide AUC, patch AUC, FROC points and FROC score of a cohort.
 
-Registered with :func:`core.cli.register` when :mod:`core.cli` loads its extensions.
+    python -m core evaluate --db results.sqlite --cohort data/demo/cohort.csv --annotations data/demo/annotations
+    python -m core evaluate --predictions patches.csv --cohort cohort.csv --annotations annotations --split test
+    python -m core evaluate --db results.sqlite --cohort cohort.csv --annotations annotations --mode camelyon16 --json report.json
 """
 
 from __future__ import annotations
@@ -11,27 +13,30 @@ import sys
 import warnings
 from pathlib import Path
 
-from core import cli
-from core.tiling import DEFAULT_INNER_FRACTION
+from core.cli import common
+from core.errors import CommandError
 
 HELP = "evaluate patch predictions of a cohort: slide AUC, patch AUC, FROC points and FROC score"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the options of ``evaluate``."""
+    from core.tiling import DEFAULT_INNER_FRACTION
+
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--predictions", type=Path, metavar="CSV", help="patch predictions CSV (slide,x,y,width,height,prob)")
-    source.add_argument("--db", type=Path, metavar="SQLITE", help="results store written by `predict`")
-    parser.add_argument("--model", help="model id in the store (default: its only model)")
-    parser.add_argument("--annotations", type=Path, required=True, metavar="DIR", help="folder of <slide>.geojson / <slide>.xml tumor annotations")
-    parser.add_argument("--cohort", type=Path, required=True, metavar="CSV", help="cohort table: slide,label[,split][,mpp], label tumor/normal")
-    parser.add_argument("--split", help="evaluate only the cohort's slides of this split (e.g. test)")
-    parser.add_argument("--inner-fraction", type=float, default=DEFAULT_INNER_FRACTION, help="inner-square side as a fraction of the patch side (default 0.5)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="threshold t of the at-threshold counts (default 0.5)")
-    parser.add_argument("--mode", choices=("patch", "camelyon16"), default="patch", help="FROC of the source material (patch) or of the official Camelyon16 evaluation")
+    common.add_db(source, default=None)
+    common.add_model_id(parser)
+    common.add_annotations(parser, required=True)
+    common.add_cohort_table(parser)
+    common.add_split(parser, verb="evaluate")
+    common.add_inner_fraction(parser, default=DEFAULT_INNER_FRACTION, shown=DEFAULT_INNER_FRACTION)
+    common.add_threshold(parser)
+    common.add_mode(parser)
     parser.add_argument("--mpp", type=float, help="camelyon16: microns per level-0 pixel of every slide")
     parser.add_argument("--slides", type=Path, metavar="DIR", help="camelyon16: folder of the slide files, to read each slide's mpp")
-    parser.add_argument("--nms-radius-um", type=float, help="camelyon16: non-maximum suppression radius in um (default 1.5 patch sides)")
-    parser.add_argument("--allow-missing", action="store_true", help="count cohort slides without predictions as slides without tissue (score 0)")
+    common.add_nms_radius_um(parser)
+    common.add_allow_missing(parser)
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the full report (with the FROC points) as JSON")
 
 
@@ -59,7 +64,7 @@ def _evaluate_csv(args: argparse.Namespace, full, cohort):
     from core.evaluation import EvaluationWarning, evaluate_cohort, read_predictions_csv
 
     if args.model:
-        raise cli.CommandError("--model goes with --db, not with --predictions")
+        raise CommandError("--model goes with --db, not with --predictions")
     predictions = read_predictions_csv(args.predictions)
     if args.split:
         # Slides of other splits are expected in the predictions: not worth a warning.
@@ -97,13 +102,13 @@ def _evaluate_store(args: argparse.Namespace, cohort):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Evaluate the cohort, print the summary at the threshold (and write the JSON report); return 0."""
     from core.cohort import read_cohort
     from core.evaluation import EvaluationError
 
-    if not 0 <= args.threshold <= 1:
-        raise cli.CommandError(f"--threshold must be in [0, 1], got {args.threshold}")
+    common.check_threshold(args.threshold)
     if args.mode != "camelyon16" and (args.mpp or args.slides or args.nms_radius_um):
-        raise cli.CommandError("--mpp, --slides and --nms-radius-um only apply to --mode camelyon16")
+        raise CommandError("--mpp, --slides and --nms-radius-um only apply to --mode camelyon16")
     full = read_cohort(args.cohort)
     cohort = full.select(args.split) if args.split else full
     result = _evaluate_csv(args, full, cohort) if args.predictions is not None else _evaluate_store(args, cohort)
@@ -122,5 +127,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"report written to {args.json}")
     return 0
 
-
-cli.register("evaluate", HELP, add_arguments, run)

@@ -1,8 +1,13 @@
 """``python -m core explain``: one patch, one method; writes the map (.npy) and an overlay (.png).
 
+    python -m core explain --model models/demo-tiny.pt --image patch.png --method gradcam --out map.npy --png map.png
+    python -m core explain --model best.pt slide.svs --x 20480 --y 11264 --method lime --n-samples 500 --out lime.npy
+
 The patch comes from an image file (``--image PATCH.png``) or from a slide (``SLIDE --x X --y Y``,
 level-0 top-left corner; size and level default to the checkpoint's ``patch_size`` and
 ``level``). Method parameters have their own flags; ``--param KEY=VALUE`` sets any other.
+The defaults shown by ``--help`` are the methods' own (``Explainer.defaults`` in
+:mod:`core.explain`).
 """
 
 from __future__ import annotations
@@ -12,18 +17,18 @@ import json
 import sys
 from pathlib import Path
 
-from core import cli
-from core.errors import PathologyError
+from core.cli import common
+from core.errors import CommandError
 
 HELP = "explain one patch with one method (saliency, smoothgrad, gradcam, occlusion, lime, ig): map .npy + overlay .png"
 
-# flag dest -> (parameter name, methods it applies to)
+# flag dest -> (parameter name, methods it applies to; None: all)
 _FLAGS = {
     "layer": ("layer", ("gradcam",)),
     "target": ("target", None),
     "precision": ("precision", None),
     "reduce": ("reduce", ("saliency", "smoothgrad")),
-    "samples": ("n_samples", ("smoothgrad",)),
+    "n_samples": ("n_samples", ("smoothgrad", "lime")),
     "noise": ("noise", ("smoothgrad",)),
     "smooth": ("smooth_sigma", ("gradcam",)),
     "window": ("window", ("occlusion",)),
@@ -32,7 +37,6 @@ _FLAGS = {
     "segments": ("n_segments", ("lime",)),
     "compactness": ("compactness", ("lime",)),
     "sigma": ("sigma", ("lime",)),
-    "num_samples": ("n_samples", ("lime",)),
     "hide_color": ("hide_color", ("lime",)),
     "num_features": ("num_features", ("lime",)),
     "steps": ("n_steps", ("ig",)),
@@ -42,12 +46,24 @@ _FLAGS = {
 }
 
 
-class ExplainCommandError(PathologyError):
-    """A bad combination of explain options."""
+def _shown(value) -> str:
+    """Return a default as the help shows it: 0.15, 10, 128,128,128."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return str(value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the options of ``explain``."""
+    """Declare the options of ``explain``; the defaults in the help are the methods' own."""
+    from core.explain import METHODS, TARGETS
+
+    d = {name: {k: _shown(v) for k, v in method.defaults.items()} for name, method in METHODS.items()}
+    fp32_only = [name for name, method in METHODS.items() if method.pixel_gradient]
+    no_logit = [name for name, method in METHODS.items() if "logit" not in method.choices.get("target", TARGETS)]
+    target_default = d["saliency"]["target"]
+
     parser.add_argument("--model", required=True, type=Path, help="checkpoint file (.pt)")
     parser.add_argument("slide", nargs="?", type=Path, help="slide file to read the patch from (with --x, --y)")
     parser.add_argument("--image", type=Path, help="patch image file (PNG, JPEG, TIFF), instead of SLIDE")
@@ -56,36 +72,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", type=int, help="pyramid level to read (default: the checkpoint's level)")
     parser.add_argument("--size", type=int, help="patch side in px of that level (default: the checkpoint's patch_size)")
     # Validated by the method, not by argparse, so a bad value gives one line, not a usage block.
-    parser.add_argument("--method", required=True, help="saliency | smoothgrad | gradcam | occlusion | lime | ig")
+    parser.add_argument("--method", required=True, help=" | ".join(METHODS))
     parser.add_argument("--layer", help="Grad-CAM layer, e.g. features.28 (default: the last conv layer)")
-    parser.add_argument("--target", help="cancer (default) | not_cancer | logit (not for lime)")
-    parser.add_argument("--precision", help="fp32 (default) | bf16 | fp16 | auto; saliency, smoothgrad and ig always run in fp32")
-    parser.add_argument("--device", default="auto", help="auto (default) | cpu | cuda | cuda:N")
+    parser.add_argument(
+        "--target",
+        help=" | ".join(f"{t} (default)" if t == target_default else t for t in TARGETS) + f" (logit not for {', '.join(no_logit)})",
+    )
+    common.add_precision(
+        parser, default=None, note=f"default {d['saliency']['precision']}; {', '.join(fp32_only)} always run in fp32",
+    )
+    common.add_device(parser)
     g = parser.add_argument_group("method parameters (each applies to the methods named)")
-    g.add_argument("--reduce", help="saliency, smoothgrad: max | mean over the colour channels")
-    g.add_argument("--samples", type=int, help="smoothgrad: number of noisy copies (default 25)")
-    g.add_argument("--noise", type=float, help="smoothgrad: noise standard deviation, image units 0..1 (default 0.15)")
-    g.add_argument("--smooth", type=float, help="gradcam: Gaussian smoothing of the map, px (default 0)")
-    g.add_argument("--window", type=int, help="occlusion: window side, px (default 32)")
-    g.add_argument("--stride", type=int, help="occlusion: window step, px (default 16)")
-    g.add_argument("--baseline", help="occlusion: fill value 0..1 (default 0.5); ig: white | black | blurred")
-    g.add_argument("--segments", type=int, help="lime: SLIC n_segments (default 50)")
-    g.add_argument("--compactness", type=float, help="lime: SLIC compactness (default 10)")
-    g.add_argument("--sigma", type=float, help="lime: SLIC pre-smoothing sigma (default 1)")
-    g.add_argument("--num-samples", type=int, help="lime: random on/off samples (default 1000)")
-    g.add_argument("--hide-color", help="lime: fill of removed superpixels, R,G,B 0..255 or 'mean' (default 128,128,128)")
-    g.add_argument("--num-features", type=int, help="lime: superpixels kept by the sparse surrogate (default 10)")
-    g.add_argument("--steps", type=int, help="ig: integration points (default 50)")
-    g.add_argument("--blur-sigma", type=float, help="ig: blur of the 'blurred' baseline, px (default 10)")
-    g.add_argument("--batch-size", type=int, help="smoothgrad, occlusion, lime, ig: samples per forward")
-    g.add_argument("--seed", type=int, help="smoothgrad, lime: random seed (default 0)")
+    g.add_argument("--reduce", help=f"saliency, smoothgrad: {' | '.join(METHODS['saliency'].choices['reduce'])} over the colour channels")
+    g.add_argument(
+        "--n-samples", "--samples", "--num-samples", dest="n_samples", type=int, metavar="N",
+        help=f"smoothgrad: number of noisy copies (default {d['smoothgrad']['n_samples']}); "
+        f"lime: random on/off samples (default {d['lime']['n_samples']})",
+    )
+    g.add_argument("--noise", type=float, help=f"smoothgrad: noise standard deviation, image units 0..1 (default {d['smoothgrad']['noise']})")
+    g.add_argument("--smooth", type=float, help=f"gradcam: Gaussian smoothing of the map, px (default {d['gradcam']['smooth_sigma']})")
+    g.add_argument("--window", type=int, help=f"occlusion: window side, px (default {d['occlusion']['window']})")
+    g.add_argument("--stride", type=int, help=f"occlusion: window step, px (default {d['occlusion']['stride']})")
+    g.add_argument(
+        "--baseline",
+        help=f"occlusion: fill value 0..1 (default {d['occlusion']['baseline']}); "
+        f"ig: {' | '.join(METHODS['ig'].choices['baseline'])} (default {d['ig']['baseline']})",
+    )
+    g.add_argument("--segments", type=int, help=f"lime: SLIC n_segments (default {d['lime']['n_segments']})")
+    g.add_argument("--compactness", type=float, help=f"lime: SLIC compactness (default {d['lime']['compactness']})")
+    g.add_argument("--sigma", type=float, help=f"lime: SLIC pre-smoothing sigma (default {d['lime']['sigma']})")
+    g.add_argument(
+        "--hide-color", help=f"lime: fill of removed superpixels, R,G,B 0..255 or 'mean' (default {d['lime']['hide_color']})"
+    )
+    g.add_argument("--num-features", type=int, help=f"lime: superpixels kept by the sparse surrogate (default {d['lime']['num_features']})")
+    g.add_argument("--steps", type=int, help=f"ig: integration points (default {d['ig']['n_steps']})")
+    g.add_argument("--blur-sigma", type=float, help=f"ig: blur of the 'blurred' baseline, px (default {d['ig']['blur_sigma']})")
+    batched = _FLAGS["batch_size"][1]
+    g.add_argument(
+        "--batch-size", type=int,
+        help=f"{', '.join(batched)}: samples per forward (default {', '.join(d[m]['batch_size'] for m in batched)})",
+    )
+    g.add_argument("--seed", type=int, help=f"smoothgrad, lime: random seed (default {d['smoothgrad']['seed']})")
     g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="any other method parameter (JSON value), repeatable")
     parser.add_argument("--out", required=True, type=Path, help="where to write the map (.npy, H x W float32)")
     parser.add_argument("--png", type=Path, help="also write the map over the patch as a PNG")
 
 
-def _params(args: argparse.Namespace) -> dict:
-    """Return the method parameters given on the command line (only those given)."""
+def method_params(args: argparse.Namespace) -> dict:
+    """Return the method parameters given on the command line (only those given).
+
+    Returns:
+        Parameter name -> value, ready for ``explain_patch(model, image, args.method, **params)``.
+
+    Raises:
+        ExplainError: unknown method. CommandError: a flag that does not apply to the method,
+        or a malformed value.
+    """
     from core.explain import METHODS, ExplainError
 
     method = args.method
@@ -97,13 +139,13 @@ def _params(args: argparse.Namespace) -> dict:
         if value is None:
             continue
         if methods is not None and method not in methods:
-            raise ExplainCommandError(f"--{dest.replace('_', '-')} does not apply to {method} (it is for {', '.join(methods)})")
+            raise CommandError(f"--{dest.replace('_', '-')} does not apply to {method} (it is for {', '.join(methods)})")
         params[name] = value
     if "baseline" in params and method == "occlusion":
         try:
             params["baseline"] = float(params["baseline"])
         except ValueError:
-            raise ExplainCommandError(f"--baseline for occlusion is a number 0..1, got {params['baseline']!r}") from None
+            raise CommandError(f"--baseline for occlusion is a number 0..1, got {params['baseline']!r}") from None
     if "hide_color" in params:
         text = params["hide_color"].strip().lower()
         if text == "mean":
@@ -112,11 +154,11 @@ def _params(args: argparse.Namespace) -> dict:
             try:
                 params["hide_color"] = [int(v) for v in text.split(",")]
             except ValueError:
-                raise ExplainCommandError(f"--hide-color is R,G,B (0..255) or 'mean', got {args.hide_color!r}") from None
+                raise CommandError(f"--hide-color is R,G,B (0..255) or 'mean', got {args.hide_color!r}") from None
     for item in args.param:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ExplainCommandError(f"--param expects KEY=VALUE, got {item!r}")
+            raise CommandError(f"--param expects KEY=VALUE, got {item!r}")
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
@@ -132,10 +174,10 @@ def _read_patch(args: argparse.Namespace, metadata: dict):
     from core.explain import ExplainError
 
     if (args.image is None) == (args.slide is None):
-        raise ExplainCommandError("give either --image PATCH or SLIDE --x X --y Y (exactly one)")
+        raise CommandError("give either --image PATCH or SLIDE --x X --y Y (exactly one)")
     if args.image is not None:
         if any(v is not None for v in (args.x, args.y, args.level, args.size)):
-            raise ExplainCommandError("--x, --y, --level and --size go with SLIDE, not with --image")
+            raise CommandError("--x, --y, --level and --size go with SLIDE, not with --image")
         from PIL import Image, UnidentifiedImageError
 
         from core.slide_io import rgba_to_rgb
@@ -149,35 +191,35 @@ def _read_patch(args: argparse.Namespace, metadata: dict):
             raise ExplainError(f"cannot read patch image '{args.image}': {exc}") from None
         return image, {"image": str(args.image)}
     if args.x is None or args.y is None:
-        raise ExplainCommandError("SLIDE needs --x and --y (level-0 px of the patch's top-left corner)")
+        raise CommandError("SLIDE needs --x and --y (level-0 px of the patch's top-left corner)")
     from core.slide_io import open_slide
 
     level = args.level if args.level is not None else metadata.get("level")
     level = level if isinstance(level, int) and not isinstance(level, bool) else 0
     size = args.size if args.size is not None else metadata.get("patch_size")
     if not isinstance(size, int) or size <= 0:
-        raise ExplainCommandError("the checkpoint has no patch_size; pass --size")
+        raise CommandError("the checkpoint has no patch_size; pass --size")
     slide = open_slide(args.slide)
     width, height = slide.dimensions
     if not (0 <= args.x < width and 0 <= args.y < height):
-        raise ExplainCommandError(f"the patch corner ({args.x}, {args.y}) lies outside the slide ({width} x {height} px at level 0)")
+        raise CommandError(f"the patch corner ({args.x}, {args.y}) lies outside the slide ({width} x {height} px at level 0)")
     image = slide.read_region((args.x, args.y), level, (size, size))
     return image, {"slide": str(args.slide), "x": args.x, "y": args.y, "level": level, "size": size}
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``explain``: load the model, read the patch, explain, write the map and the overlay."""
+    """Load the model, read the patch, explain it, write the map and the overlay; return 0."""
     import numpy as np
 
     from core.device import resolve_device
     from core.explain import explain_patch
     from core.model import load_checkpoint
 
-    params = _params(args)
+    params = method_params(args)
     if args.out.suffix.lower() != ".npy":
-        raise ExplainCommandError(f"--out must end in .npy, got '{args.out}'")
+        raise CommandError(f"--out must end in .npy, got '{args.out}'")
     if args.png is not None and args.png.suffix.lower() != ".png":
-        raise ExplainCommandError(f"--png must end in .png, got '{args.png}'")
+        raise CommandError(f"--png must end in .png, got '{args.png}'")
     device = resolve_device(args.device)
     model, metadata = load_checkpoint(args.model, map_location=device)
     image, source = _read_patch(args, metadata)
@@ -197,6 +239,3 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-cli.register("explain", HELP, add_arguments, run)
