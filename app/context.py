@@ -18,12 +18,14 @@ import streamlit as st
 from app import state
 from core.annotations import load_tumors
 from core.cohort import COHORT_FILE, annotations_dir, find_annotation_file, folder_rows, slides_dir
-from core.inference import PredictionRunner, run_params
+from core.errors import PathologyError
+from core.fileio import atomic_write_bytes
+from core.inference import PredictionRunner, adopt_level_run, model_tiling, run_params
 from core.model import load_checkpoint
 from core.paths import REPO_ROOT, data_dirs, resolve_within
 from core.slide_io import Slide, open_slide
 from core.store import ResultStore
-from core.tiling import TilingParams
+from core.tiling import TilingParams, read_patches, read_plan
 
 DEMO_MODEL = REPO_ROOT / "models" / "demo-tiny.pt"
 DEMO_LABEL = "Demo model (tiny CNN, synthetic data)"
@@ -53,7 +55,9 @@ def save_upload(uploaded, subfolder: str) -> Path:
     folder = upload_dir() / subfolder
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    path.write_bytes(uploaded.getbuffer())
+    if path.is_file() and path.stat().st_size == uploaded.size:
+        return path  # the widget hands the same file to every rerun: write it once
+    atomic_write_bytes(path, uploaded.getbuffer())
     return path
 
 
@@ -66,21 +70,29 @@ def _cohort(folder: str, stamp: float) -> pd.DataFrame:
             "slide": [r.slide for r in rows],
             "label": [r.label or "" for r in rows],
             "split": [r.split or "" for r in rows],
+            "mpp": [r.mpp for r in rows],
             "path": [str(r.path) if r.path else "" for r in rows],
         },
-        columns=["slide", "label", "split", "path"],
+        columns=["slide", "label", "split", "mpp", "path"],
     )
 
 
 def cohort() -> pd.DataFrame:
-    """Return the slides of the data folder: slide, label (tumor/normal/''), split, path."""
+    """Return the slides of the data folder and the uploads: slide, label (tumor/normal/''), split, mpp, path.
+
+    ``mpp`` is the microns per level-0 pixel the user gave (cohort.csv column, the field next to
+    the upload), None where the slide's own metadata is used.
+    """
     folder = data_dir()
     table_file = folder / COHORT_FILE
     stamp = max(table_file.stat().st_mtime if table_file.exists() else 0, folder.stat().st_mtime, slides_dir(folder).stat().st_mtime)
     table = _cohort(str(folder), stamp).copy()
     uploaded = st.session_state.get(state.UPLOADED_SLIDES, {})
     if uploaded:
-        extra = pd.DataFrame({"slide": list(uploaded), "label": "", "split": "uploaded", "path": list(uploaded.values())})
+        given = st.session_state.get(state.UPLOADED_MPP, {})
+        extra = pd.DataFrame(
+            {"slide": list(uploaded), "label": "", "split": "uploaded", "mpp": [given.get(n) for n in uploaded], "path": list(uploaded.values())}
+        )
         table = pd.concat([table, extra], ignore_index=True)
     return table
 
@@ -156,11 +168,82 @@ def _summaries(db: str, model_id: str, params_json: str, stamp: tuple) -> dict:
     return _store(db).run_summaries(model_id, json.loads(params_json))
 
 
+def given_mpp(slide_name: str) -> float | None:
+    """Return the microns per level-0 pixel the user gave for a slide (cohort column or upload field), or None."""
+    table = cohort()
+    rows = table[table["slide"] == slide_name]
+    if rows.empty:
+        return None
+    value = rows["mpp"].iloc[0]
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def slide_run_params(loaded: "LoadedModel", slide_name: str) -> dict:
+    """Return the run params of the model on one slide (its given mpp included where it matters)."""
+    return run_params(loaded.tiling, given_mpp(slide_name))
+
+
 def run_summaries(loaded: "LoadedModel") -> dict:
-    """Return slide -> run summary (status, counts, max F(I)) for the model, cached until the store changes."""
+    """Return slide -> run summary (status, counts, max F(I), message) for the model, cached until the store changes.
+
+    Slides whose mpp the user gave have runs of their own params (:func:`core.inference.run_params`):
+    they are looked up per given value.
+    """
     import json
 
-    return _summaries(str(store().path), loaded.model_id, json.dumps(loaded.params, sort_keys=True), store_stamp())
+    adopt_level_runs(loaded)
+    db, stamp = str(store().path), store_stamp()
+    table = cohort()
+    summaries = dict(_summaries(db, loaded.model_id, json.dumps(loaded.params, sort_keys=True), stamp))
+    if loaded.tiling.by_resolution:
+        given = {float(m) for m in table["mpp"] if m is not None and not pd.isna(m)}
+        for mpp in sorted(given):
+            names = set(table.loc[table["mpp"] == mpp, "slide"])
+            params = run_params(loaded.tiling, mpp)
+            per_mpp = _summaries(db, loaded.model_id, json.dumps(params, sort_keys=True), stamp)
+            summaries.update({n: v for n, v in per_mpp.items() if n in names})
+            for name in names - set(per_mpp):
+                summaries.pop(name, None)  # a run at another (or no) given mpp is not this one
+    return summaries
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _adopt(db: str, model_id: str, tiling_json: str, paths: tuple[str, ...], stamp: tuple) -> int:
+    import json
+
+    from core.tiling import TilingParams as _Tiling
+
+    tiling = _Tiling.from_dict(json.loads(tiling_json))
+    shop = _store(db)
+    records = {r.path: r for r in shop.slides()}
+    adopted = 0
+    for path in paths:
+        record = records.get(path)
+        if record is None:
+            continue
+        try:
+            if adopt_level_run(shop, record.id, model_id, open_slide(path), tiling) is not None:
+                adopted += 1
+        except PathologyError:
+            continue  # an unreadable slide keeps its old run; Review says why when it is opened
+    return adopted
+
+
+def adopt_level_runs(loaded: "LoadedModel") -> None:
+    """Re-key this model's level-based runs that read exactly its resolution-based patches (see core.inference)."""
+    import json
+
+    if not loaded.tiling.by_resolution:
+        return
+    paths = tuple(sorted(str(Path(p).absolute()) for p in cohort()["path"] if p))
+    _adopt(str(store().path), loaded.model_id, json.dumps(loaded.tiling.to_dict(), sort_keys=True), paths, store_stamp())
+
+
+def read_model_patch(loaded: "LoadedModel", path: str | Path, x: int, y: int, slide_mpp: float | None) -> np.ndarray:
+    """Return the patch at level-0 (x, y) as the model sees it (its resolution or level, resized): uint8 RGB."""
+    handle = slide(path)
+    plan = read_plan(handle, loaded.tiling, slide_mpp)
+    return read_patches(handle, np.array([x]), np.array([y]), plan)[0]
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -193,7 +276,8 @@ class LoadedModel:
 
     @property
     def tiling(self) -> TilingParams:
-        return TilingParams(level=int(self.metadata.get("level", 0) or 0), patch_size=int(self.metadata["patch_size"]))
+        """The checkpoint's tiling: by its recorded resolution, else by its level."""
+        return model_tiling(self.metadata)
 
     @property
     def params(self) -> dict:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 from typing import Callable
 
 import numpy as np
 import streamlit as st
 
 from app import context
+from core.errors import PathologyError
 from core.tiling import inner_squares
 
 
@@ -26,7 +29,8 @@ def model_caption(loaded: context.LoadedModel) -> str:
     """Return one line naming the model, marked as demo where it is."""
     tag = " — demo, synthetic data" if loaded.is_demo else ""
     tiling = loaded.tiling
-    return f"Model: {loaded.label}{tag} · id `{loaded.model_id}` · patches {tiling.patch_size} px at level {tiling.level}"
+    scale = f"{tiling.mpp:g} µm/px" if tiling.by_resolution else f"level {tiling.level}"
+    return f"Model: {loaded.label}{tag} · id `{loaded.model_id}` · patches {tiling.patch_size} px at {scale}"
 
 
 def patch_with_inner_square(image: np.ndarray, inner_fraction: float = 0.5, color=(0, 255, 255)) -> np.ndarray:
@@ -82,8 +86,7 @@ def current_patch(loaded: context.LoadedModel) -> tuple[np.ndarray, str, dict] |
         path = context.cohort().set_index("slide").loc[name, "path"]
         info = {
             "slide": name, "path": path, "x": int(predictions.x[best]), "y": int(predictions.y[best]),
-            "size0": int(predictions.width[best]), "level": tiling.level, "patch_size": tiling.patch_size,
-            "prob": float(predictions.prob[best]),
+            "size0": int(predictions.width[best]), "slide_mpp": context.given_mpp(name), "prob": float(predictions.prob[best]),
         }
     else:
         uploaded = st.file_uploader("Patch image (PNG or JPEG)", type=["png", "jpg", "jpeg"], key="patch_upload")
@@ -99,7 +102,10 @@ def current_patch(loaded: context.LoadedModel) -> tuple[np.ndarray, str, dict] |
         array = np.asarray(image.resize((tiling.patch_size, tiling.patch_size)))
         key = f"upload:{uploaded.name}:{uploaded.size}:{hash(array.tobytes())}"
         return array, key, {"slide": uploaded.name, "prob": None}
-    slide = context.slide(info["path"])
-    image = slide.read_region((info["x"], info["y"]), tiling.level, (tiling.patch_size, tiling.patch_size))
-    key = f"{info['slide']}:{info['x']}:{info['y']}:{tiling.level}:{tiling.patch_size}"
+    try:
+        image = context.read_model_patch(loaded, info["path"], info["x"], info["y"], info.get("slide_mpp"))
+    except PathologyError as exc:
+        st.error(f"The patch of {info['slide']} cannot be read: {exc}")
+        return None
+    key = f"{info['slide']}:{info['x']}:{info['y']}:{json.dumps(tiling.to_dict(), sort_keys=True)}:{info.get('slide_mpp')}"
     return image, key, info

@@ -25,7 +25,7 @@ from core.errors import InferenceError, PathologyError
 from core.model import PatchClassifier, model_id_of
 from core.slide_io import Slide, open_slide
 from core.store import PatchPredictions, ResultStore, RunRecord
-from core.tiling import PatchGrid, TilingParams, tile_grid
+from core.tiling import PatchGrid, TilingParams, read_patches, read_plan, tile_grid
 
 log = logging.getLogger(__name__)
 
@@ -48,28 +48,6 @@ class SlideResult:
     seconds: float
 
 
-def read_patches(slide: Slide, x: np.ndarray, y: np.ndarray, level: int, patch_size: int, size0: int) -> np.ndarray:
-    """Return patches as uint8 (N, patch_size, patch_size, 3) RGB.
-
-    ``x``, ``y`` are level-0 top-left corners; ``size0`` the level-0 side of a patch.
-    Runs of patches that touch side by side on one row (x step == size0) are read as a
-    single region and cut, so shared JPEG tiles are decoded once.
-    """
-    count = len(x)
-    out = np.empty((count, patch_size, patch_size, 3), dtype=np.uint8)
-    start = 0
-    while start < count:
-        end = start + 1
-        while end < count and y[end] == y[start] and x[end] - x[end - 1] == size0:
-            end += 1
-        run = end - start
-        region = slide.read_region((int(x[start]), int(y[start])), level, (patch_size * run, patch_size))
-        # Frame change: the region is in level pixels; patch k starts at column k * patch_size.
-        out[start:end] = region.reshape(patch_size, run, patch_size, 3).transpose(1, 0, 2, 3)
-        start = end
-    return out
-
-
 def to_tensor(patches: np.ndarray, device: torch.device) -> torch.Tensor:
     """Return float (N, 3, H, W) in [0, 1] on ``device``, channels_last, from uint8 NHWC patches."""
     batch = torch.from_numpy(patches).permute(0, 3, 1, 2)  # a channels_last view, no copy
@@ -78,9 +56,59 @@ def to_tensor(patches: np.ndarray, device: torch.device) -> torch.Tensor:
     return batch.float().div_(255.0)
 
 
-def run_params(tiling: TilingParams) -> dict:
-    """Return the parameters that identify a prediction run besides slide and model."""
-    return {"tiling": tiling.to_dict()}
+def run_params(tiling: TilingParams, slide_mpp: float | None = None) -> dict:
+    """Return the parameters that identify a prediction run besides slide and model.
+
+    ``slide_mpp`` is the slide's microns per level-0 pixel when the user gave it (not read
+    from the slide): with resolution-based tiling it decides which pixels a patch covers, so
+    a run made with another given value is another run.
+    """
+    params: dict = {"tiling": tiling.to_dict()}
+    if tiling.by_resolution and slide_mpp is not None:
+        params["slide_mpp"] = float(slide_mpp)
+    return params
+
+
+def model_tiling(metadata: dict, *, level: int | None = None, patch_size: int | None = None, **overrides) -> TilingParams:
+    """Return the tiling a checkpoint asks for: by its recorded resolution (``mpp``), else its level.
+
+    Args:
+        metadata: the checkpoint's metadata (``patch_size``, ``mpp`` and/or ``level``).
+        level: cut by this pyramid level instead (the fallback for slides without resolution).
+        patch_size: another patch side (default the checkpoint's).
+        overrides: ``stride``, ``tissue_threshold``.
+    """
+    size = int(patch_size or metadata.get("patch_size", 512))
+    mpp = metadata.get("mpp")
+    if level is None and mpp:
+        return TilingParams(patch_size=size, mpp=float(mpp), **overrides)
+    return TilingParams(level=int(level if level is not None else metadata.get("level", 0) or 0), patch_size=size, **overrides)
+
+
+def adopt_level_run(store: ResultStore, slide_id: int, model_id: str, slide: Slide, tiling: TilingParams, slide_mpp: float | None = None) -> RunRecord | None:
+    """Re-key a level-based run that read exactly the patches of a resolution-based tiling; return it or None.
+
+    A store written before the checkpoint recorded its resolution holds its runs under
+    level-based params. When, on this slide, the resolution-based plan reads the same level
+    with no resize and the same grid, those runs are the same patches: their params are
+    rewritten to the new ones (a migration, nothing recomputed, nothing lost).
+    """
+    if not tiling.by_resolution or slide_mpp is not None:
+        return None
+    try:
+        plan = read_plan(slide, tiling)
+    except PathologyError:
+        return None
+    legacy = TilingParams(level=plan.level, patch_size=tiling.patch_size, stride=tiling.stride, tissue_threshold=tiling.tissue_threshold)
+    old_plan = read_plan(slide, legacy)
+    same = (old_plan.level, old_plan.read_size, old_plan.size0, old_plan.step0) == (plan.level, plan.read_size, plan.size0, plan.step0)
+    if plan.resized or not same:
+        return None
+    old = store.find_run(slide_id, model_id, run_params(legacy))
+    if old is None or store.find_run(slide_id, model_id, run_params(tiling)) is not None:
+        return None
+    log.info("%s: run %d (level %d) re-keyed to %s um/px patches", slide.name, old.id, plan.level, tiling.mpp)
+    return store.rekey_run(old.id, run_params(tiling))
 
 
 class PredictionRunner:
@@ -141,43 +169,56 @@ class PredictionRunner:
         *,
         progress: Progress | None = None,
         recompute: bool = False,
+        slide_mpp: float | None = None,
     ) -> SlideResult:
         """Predict every tissue patch of a slide into ``store`` and return the run.
 
         A complete run for the same slide, model and tiling is returned as stored; a run
-        left incomplete (interrupted) resumes with only its missing patches.
+        left incomplete (interrupted) or failed resumes with only its missing patches.
         ``progress(done, total)`` is called after each commit (``done`` = patches stored).
+        ``tiling`` defaults to the checkpoint's (:func:`model_tiling`); ``slide_mpp`` is the
+        slide's microns per level-0 pixel given by the user (None: its metadata).
+
+        Raises:
+            SlideError: the slide cannot be read or cut (e.g. no resolution metadata for a
+                resolution-based tiling); the run is marked failed with that reason.
+            InferenceError: anything else failed; the run is marked failed.
         """
         started = time.perf_counter()
-        tiling = tiling or TilingParams(
-            level=int(self.metadata.get("level", 0) or 0), patch_size=int(self.metadata.get("patch_size", 512))
-        )
+        tiling = tiling or model_tiling(self.metadata)
         slide = open_slide(path)
-        record = store.register_slide(path, width=slide.dimensions[0], height=slide.dimensions[1], mpp=slide.mpp)
+        record = store.register_slide(
+            path, width=slide.dimensions[0], height=slide.dimensions[1], mpp=slide_mpp if slide_mpp is not None else slide.mpp
+        )
         store.register_model(self.model_id, arch=getattr(self.model, "arch", "unknown"), metadata=self.metadata)
-        run = store.get_or_create_run(record.id, self.model_id, run_params(tiling))
+        adopt_level_run(store, record.id, self.model_id, slide, tiling, slide_mpp)
+        run = store.get_or_create_run(record.id, self.model_id, run_params(tiling, slide_mpp))
         if recompute:
             store.reset_run(run.id)
             run = store.run(run.id)
+        elif run.status == "failed":
+            run = store.resume_run(run.id)  # a retry: what it stored is kept
         if run.status == "complete":
             if progress:
                 progress(run.n_done, run.n_done)
             return SlideResult(slide.name, run, store.read_predictions(run.id), True, 0, time.perf_counter() - started)
 
-        grid = tile_grid(slide, tiling)
-        store.set_total(run.id, len(grid))
-        done = store.done_locations(run.id)
-        if done:
-            pending = np.array([(int(x), int(y)) not in done for x, y in zip(grid.x, grid.y)], dtype=bool)
-            log.info("%s: resuming run %d, %d of %d patches already stored", slide.name, run.id, len(done), len(grid))
-            todo = grid.subset(pending)
-        else:
-            todo = grid
         try:
+            # Inside the try: a slide the tiling cannot cut (no resolution, no such level,
+            # unreadable tissue) ends as a failed run with its reason, never 'running' forever.
+            grid = tile_grid(slide, tiling, slide_mpp=slide_mpp)
+            store.set_total(run.id, len(grid))
+            done = store.done_locations(run.id)
+            if done:
+                pending = np.array([(int(x), int(y)) not in done for x, y in zip(grid.x, grid.y)], dtype=bool)
+                log.info("%s: resuming run %d, %d of %d patches already stored", slide.name, run.id, len(done), len(grid))
+                todo = grid.subset(pending)
+            else:
+                todo = grid
             computed = self._predict_grid(slide, todo, store, run.id, len(grid) - len(todo), len(grid), progress)
             store.finish_run(run.id)
         except BaseException as exc:
-            message = f"{type(exc).__name__}: {exc}"
+            message = str(exc) if isinstance(exc, PathologyError) else f"{type(exc).__name__}: {exc}"
             store.fail_run(run.id, message)
             if isinstance(exc, PathologyError):
                 raise
@@ -191,7 +232,7 @@ class PredictionRunner:
         self, slide: Slide, grid: PatchGrid, store: ResultStore, run_id: int, already: int, total: int, progress: Progress | None
     ) -> int:
         """Read, forward and store ``grid`` batch by batch; return the number of patches computed."""
-        level, size, size0 = grid.params.level, grid.params.patch_size, grid.size0
+        plan, size0 = grid.plan, grid.size0
         starts = list(range(0, len(grid), self.batch_size))
         if progress:
             progress(already, total)
@@ -202,7 +243,7 @@ class PredictionRunner:
 
             def submit(i: int) -> Future:
                 sl = slice(starts[i], starts[i] + self.batch_size)
-                return pool.submit(read_patches, slide, grid.x[sl], grid.y[sl], level, size, size0)
+                return pool.submit(read_patches, slide, grid.x[sl], grid.y[sl], plan)
 
             # Keep a bounded number of batches in flight: memory does not grow with the slide.
             ahead = self.workers + 1
@@ -242,6 +283,7 @@ def predict_slide(
     commit_rows: int = 512,
     progress: Progress | None = None,
     recompute: bool = False,
+    slide_mpp: float | None = None,
 ) -> SlideResult:
     """Predict every tissue patch of one slide into ``store``; see ``PredictionRunner``.
 
@@ -252,7 +294,7 @@ def predict_slide(
         model, model_id=model_id, metadata=metadata, device=device, precision=precision, batch_size=batch_size,
         workers=workers, commit_rows=commit_rows,
     )
-    return runner.predict_slide(path, store, tiling, progress=progress, recompute=recompute)
+    return runner.predict_slide(path, store, tiling, progress=progress, recompute=recompute, slide_mpp=slide_mpp)
 
 
 slide_paths = list_slides  # the data folder's rule (core.cohort); kept under its old name for the CLI

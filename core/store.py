@@ -708,6 +708,34 @@ class ResultStore:
                 (time.time(), str(message), int(run_id)),
             )
 
+    def resume_run(self, run_id: int) -> RunRecord:
+        """Set a failed run running again (a retry), keeping its predictions; return it.
+
+        A run in any other status is returned unchanged.
+        """
+        with self._write() as conn:
+            self._get_run(conn, run_id)
+            conn.execute(
+                "UPDATE runs SET status = 'running', finished = NULL, message = NULL WHERE id = ? AND status = 'failed'",
+                (int(run_id),),
+            )
+            return self._get_run(conn, run_id)
+
+    def rekey_run(self, run_id: int, params: dict) -> RunRecord:
+        """Give a run new params (a migration of its identity; its predictions stay); return it.
+
+        Raises:
+            StoreError: unknown run, or the slide and model already have a run with ``params``.
+        """
+        params_json = _canonical_json(params, "run params")
+        with self._write() as conn:
+            self._get_run(conn, run_id)
+            try:
+                conn.execute("UPDATE runs SET params = ? WHERE id = ?", (params_json, int(run_id)))
+            except sqlite3.IntegrityError:
+                raise StoreError(f"run {run_id} cannot take params {params_json}: the slide and model have such a run") from None
+            return self._get_run(conn, run_id)
+
     def reset_run(self, run_id: int) -> None:
         """Delete a run's predictions and set it running again (explicit recompute).
 
@@ -826,7 +854,7 @@ class ResultStore:
             return self._read_arrays(conn, run.id, run.slide_name)
 
     def run_summaries(self, model_id: str, params: dict) -> dict[str, dict]:
-        """Return slide name -> {run_id, status, n_done, n_total, max_prob} for this model and params.
+        """Return slide name -> {run_id, status, n_done, n_total, max_prob, message} for this model and params.
 
         One aggregate query: what a cohort table needs without reading every prediction.
         ``max_prob`` is F(I) in [0, 1] of the slide's most suspicious patch (None if no rows).
@@ -835,13 +863,13 @@ class ResultStore:
             rows = conn.execute(
                 "SELECT s.name, r.id, r.status, r.n_total, "
                 "(SELECT COUNT(*) FROM predictions AS p WHERE p.run_id = r.id), "
-                "(SELECT MAX(prob) FROM predictions AS p WHERE p.run_id = r.id) "
+                "(SELECT MAX(prob) FROM predictions AS p WHERE p.run_id = r.id), r.message "
                 "FROM runs AS r JOIN slides AS s ON s.id = r.slide_id WHERE r.model_id = ? AND r.params = ? ORDER BY r.id",
                 (model_id, _canonical_json(params, "run params")),
             ).fetchall()
         return {
-            name: {"run_id": run_id, "status": status, "n_total": n_total, "n_done": n_done, "max_prob": max_prob}
-            for name, run_id, status, n_total, n_done, max_prob in rows
+            name: {"run_id": run_id, "status": status, "n_total": n_total, "n_done": n_done, "max_prob": max_prob, "message": message}
+            for name, run_id, status, n_total, n_done, max_prob, message in rows
         }
 
     def predictions_for_model(self, model_id: str, params: dict | None = None) -> dict[str, PatchPredictions]:

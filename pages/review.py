@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from app import context, navigation, state, tile_server, widgets
@@ -23,47 +24,77 @@ t = float(st.session_state[state.THRESHOLD])
 store = context.store()
 
 # -- the cohort table -----------------------------------------------------------------------------
-table = context.cohort()
-summaries = context.run_summaries(loaded)
-table["max F(I)"] = [summaries.get(name, {}).get("max_prob") for name in table["slide"]]
-table["status"] = [
-    "predicted" if summaries.get(name, {}).get("status") == "complete" else summaries.get(name, {}).get("status", "not yet")
-    for name in table["slide"]
-]
-table[f"decision at t={t:.2f}"] = [
-    "" if m is None or np.isnan(m) else ("cancer" if m >= t else "no cancer") for m in table["max F(I)"].astype(float)
-]
+def status_of(summary: dict | None) -> str:
+    """Return the table's status of a run summary: predicted, running, failed (with its reason), not yet."""
+    if summary is None:
+        return "not yet"
+    if summary["status"] == "complete":
+        return "predicted"
+    if summary["status"] == "failed":
+        return f"failed: {summary.get('message') or 'unknown reason'}"
+    return summary["status"]
 
-left, right = st.columns([3, 2])
-with left:
-    st.dataframe(table.drop(columns=["path"]), hide_index=True, width="stretch", height=260)
-with right:
-    uploaded = st.file_uploader("Or upload a slide", type=UPLOAD_TYPES, help=SUPPORTED_HINT)
+
+def predict(name: str, path: str, progress=None) -> bool:
+    """Run the model on one slide into the store; show the reason and return False when it fails."""
+    try:
+        loaded.runner.predict_slide(context.slide(path).path, store, loaded.tiling, progress=progress, slide_mpp=context.given_mpp(name))
+    except PathologyError as exc:
+        st.error(f"{name}: {exc}")
+        return False
+    return True
+
+
+with st.container():
+    upload_cols = st.columns([3, 1])
+    uploaded = upload_cols[0].file_uploader("Upload a slide or an image", type=UPLOAD_TYPES, help=SUPPORTED_HINT)
+    upload_mpp = upload_cols[1].number_input(
+        "Microns per pixel", min_value=0.0, max_value=100.0, value=None, step=0.01, format="%.4f", key=state.UPLOAD_MPP_INPUT,
+        help="The upload's level-0 resolution, for images without resolution metadata (PNG, JPEG, some TIFFs). "
+        "Leave empty to use the slide's own metadata. 0.25 is a typical 40x scan, 0.5 a 20x scan.",
+    )
     if uploaded is not None:
         path = context.save_upload(uploaded, "slides")
         try:
-            context.slide(path)
+            handle = context.slide(path)
         except PathologyError as exc:
             st.error(f"{uploaded.name}: {exc}")
         else:
-            st.session_state.setdefault(state.UPLOADED_SLIDES, {})[path.stem] = str(path)
-            st.session_state[state.SELECTED_SLIDE] = path.stem
-            table = context.cohort()
-    missing = [name for name, status in zip(table["slide"], table["status"]) if status != "predicted" and table.set_index("slide").loc[name, "path"]]
-    if missing and st.button(f"Run the model on all {len(missing)} slides without predictions", width="stretch"):
-        update, bar = widgets.progress_callback("Predicting the cohort: slide")
-        for i, name in enumerate(missing):
-            try:
-                loaded.runner.predict_slide(context.slide(table.set_index("slide").loc[name, "path"]).path, store, loaded.tiling)
-            except PathologyError as exc:
-                st.error(f"{name}: {exc}")
-            update(i + 1, len(missing))
-        bar.empty()
-        st.rerun()
+            given = float(upload_mpp) if upload_mpp else None
+            known = st.session_state.setdefault(state.UPLOADED_SLIDES, {})
+            mpps = st.session_state.setdefault(state.UPLOADED_MPP, {})
+            if known.get(path.stem) != str(path) or mpps.get(path.stem) != given:
+                known[path.stem] = str(path)
+                mpps[path.stem] = given
+                st.session_state[state.SELECTED_SLIDE] = path.stem
+            if loaded.tiling.by_resolution and given is None and handle.mpp is None:
+                st.warning(
+                    f"{uploaded.name} has no resolution metadata: type its microns per pixel next to the upload so "
+                    f"that the model sees {loaded.tiling.patch_size} px patches at {loaded.tiling.mpp:g} µm/px."
+                )
+
+table = context.cohort()
+summaries = context.run_summaries(loaded)
+table["max F(I)"] = [summaries.get(name, {}).get("max_prob") for name in table["slide"]]
+table["status"] = [status_of(summaries.get(name)) for name in table["slide"]]
+table[f"decision at t={t:.2f}"] = [
+    "" if m is None or np.isnan(m) else ("cancer" if m >= t else "no cancer") for m in table["max F(I)"].astype(float)
+]
+table["mpp"] = [("" if m is None or pd.isna(m) else f"{float(m):g}") for m in table["mpp"]]
+st.dataframe(table.drop(columns=["path"]), hide_index=True, width="stretch", height=260)
+missing = [n for n, p, st_ in zip(table["slide"], table["path"], table["status"]) if p and st_ != "predicted"]
+if missing and st.button(f"Run the model on all {len(missing)} slides without predictions"):
+    update, bar = widgets.progress_callback("Predicting the cohort: slide")
+    paths = table.set_index("slide")["path"]
+    for i, name in enumerate(missing):
+        predict(name, paths[name])
+        update(i + 1, len(missing))
+    bar.empty()
+    st.rerun()
 
 names = [n for n, p in zip(table["slide"], table["path"]) if p]
 if not names:
-    st.info("This data folder holds no slides.")
+    st.info("This data folder holds no slides: put slide files in its slides/ folder, or upload one above.")
     st.stop()
 if st.session_state.get(state.SELECTED_SLIDE) not in names:
     st.session_state[state.SELECTED_SLIDE] = names[0]
@@ -79,17 +110,18 @@ except PathologyError as exc:
 
 summary = summaries.get(name)
 if summary is None or summary["status"] != "complete":
-    st.info(f"{name} has no complete predictions with this model yet.")
-    if st.button(f"Run the model on {name}", type="primary"):
+    if summary is not None and summary["status"] == "failed":
+        st.error(f"The last run on {name} failed: {summary.get('message') or 'unknown reason'}")
+        label = f"Retry the model on {name}"
+    else:
+        st.info(f"{name} has no complete predictions with this model yet.")
+        label = f"Run the model on {name}"
+    if st.button(label, type="primary"):
         update, bar = widgets.progress_callback(f"Predicting {name}: patch")
-        try:
-            loaded.runner.predict_slide(slide.path, store, loaded.tiling, progress=update)
-        except PathologyError as exc:
-            st.error(str(exc))
-        else:
+        ok = predict(name, row["path"], update)
+        bar.empty()
+        if ok:
             st.rerun()
-        finally:
-            bar.empty()
     st.image(thumb, caption=f"{name} ({slide.vendor}, {slide.dimensions[0]} x {slide.dimensions[1]} px)")
     st.stop()
 
@@ -134,7 +166,7 @@ if len(predictions) and view_cols[1].button("Go to the most suspicious patch", h
     best = int(np.argmax(predictions.prob))
     st.session_state[state.SELECTED_PATCH] = {
         "slide": name, "path": str(slide.path), "x": int(predictions.x[best]), "y": int(predictions.y[best]),
-        "size0": size0, "level": loaded.tiling.level, "patch_size": loaded.tiling.patch_size, "prob": float(predictions.prob[best]),
+        "size0": size0, "slide_mpp": context.given_mpp(name), "prob": float(predictions.prob[best]),
     }
     st.session_state[state.VIEW_FOCUS] = (name, float(centres_x[best]), float(centres_y[best]))
     selected_patch, selected_index = st.session_state[state.SELECTED_PATCH], best
@@ -172,7 +204,7 @@ if points:
     best = max(chosen, key=lambda i: predictions.prob[i])  # in a box, the most suspicious patch
     st.session_state[state.SELECTED_PATCH] = {
         "slide": name, "path": str(slide.path), "x": int(predictions.x[best]), "y": int(predictions.y[best]),
-        "size0": size0, "level": loaded.tiling.level, "patch_size": loaded.tiling.patch_size, "prob": float(predictions.prob[best]),
+        "size0": size0, "slide_mpp": context.given_mpp(name), "prob": float(predictions.prob[best]),
     }
     selected_patch = st.session_state[state.SELECTED_PATCH]
     if len(chosen) > 1:
@@ -206,7 +238,8 @@ with st.expander("Download this slide's result"):
 if selected_patch and selected_patch.get("slide") == name:
     x, y = selected_patch["x"], selected_patch["y"]
     label = bool(label_patches([x], [y], size0, size0, tumors)[0]) if tumors else None
-    level0 = slide.read_region((x, y), 0, (size0, size0)) if size0 <= 1024 else slide.read_region((x, y), loaded.tiling.level, (loaded.tiling.patch_size,) * 2)
+    # Full resolution when it fits on screen; else the patch as the model sees it.
+    level0 = slide.read_region((x, y), 0, (size0, size0)) if size0 <= 1024 else context.read_model_patch(loaded, slide.path, x, y, context.given_mpp(name))
     col_img, col_info = st.columns([1, 1])
     col_img.image(widgets.patch_with_inner_square(level0), caption=f"Patch at level-0 ({x}, {y}), {size0} px; cyan: inner square")
     with col_info:

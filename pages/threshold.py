@@ -24,7 +24,7 @@ store = context.store()
 def evaluate(db: str, model_id: str, params_json: str, runs_key: tuple, labels_json: str, annotations: str, mode: str):
     """Return the cohort evaluation; keyed by the runs it reads, so new predictions refresh it."""
     results = evaluate_store_cohort(
-        context._store(db), json.loads(labels_json), annotations=annotations, model_id=model_id,
+        context._store(db), json.loads(labels_json), annotations=annotations or None, model_id=model_id,
         params=json.loads(params_json), mode=mode,
     )
     return results.evaluation
@@ -32,6 +32,13 @@ def evaluate(db: str, model_id: str, params_json: str, runs_key: tuple, labels_j
 
 table = context.cohort()
 table = table[table["label"].isin(["tumor", "normal"])]
+if table.empty:
+    st.info(
+        "Threshold tuning needs slides labelled tumor or normal, and tumor outlines for the patch and tumor questions: "
+        "add a cohort.csv (columns slide,label[,split][,mpp]; labels tumor/normal) and annotations/<slide>.geojson or .xml "
+        "files to the data folder."
+    )
+    st.stop()
 splits = sorted(s for s in table["split"].unique() if s)
 split = st.segmented_control("Slides", ["all", *splits], default="all", key="threshold_split") or "all"
 if split != "all":
@@ -46,7 +53,7 @@ if missing:
         paths = table.set_index("slide")["path"]
         for i, name in enumerate(missing):
             try:
-                loaded.runner.predict_slide(context.slide(paths[name]).path, store, loaded.tiling)
+                loaded.runner.predict_slide(context.slide(paths[name]).path, store, loaded.tiling, slide_mpp=context.given_mpp(name))
             except PathologyError as exc:
                 st.error(f"{name}: {exc}")
             update(i + 1, len(missing))
@@ -58,11 +65,17 @@ if not done:
 mode_label = st.radio("FROC mode", ["patch (source material)", "Camelyon16 (official evaluation)"], horizontal=True, key=state.EVAL_MODE)
 mode = "camelyon16" if mode_label.startswith("Camelyon16") else "patch"
 labels = {n: l for n, l in zip(table["slide"], table["label"]) if n in done}
+annotations = annotations_dir(context.data_dir()) if annotations_dir(context.data_dir()).is_dir() else None
+if annotations is None:
+    st.info(
+        "This data folder has no annotations/ folder: slide-level numbers only. The patch and tumor questions need "
+        "tumor outlines as annotations/<slide>.geojson or .xml (QuPath or ASAP)."
+    )
 runs_key = tuple(sorted(summaries[n]["run_id"] for n in done))
 try:
     result = evaluate(
         str(store.path), loaded.model_id, json.dumps(loaded.params, sort_keys=True), runs_key,
-        json.dumps(labels, sort_keys=True), str(annotations_dir(context.data_dir())), mode,
+        json.dumps(labels, sort_keys=True), str(annotations) if annotations else "", mode,
     )
 except PathologyError as exc:
     st.error(f"The cohort cannot be evaluated: {exc}")
@@ -176,7 +189,7 @@ with st.expander("Download the figures and a cohort report"):
         )
 
     # The download runs in another thread, without session state: bind everything it needs now.
-    def report_html(store=store, labels=dict(labels), annotations=annotations_dir(context.data_dir()),
+    def report_html(store=store, labels=dict(labels), annotations=annotations,
                     model_id=loaded.model_id, mode=mode, params=loaded.params, t=t) -> bytes:
         cohort_results = evaluate_store_cohort(store, labels, annotations=annotations, model_id=model_id, mode=mode, params=params)
         return render_cohort_report(cohort_results, t).encode()

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.inference import PredictionRunner, predict_slide, read_patches
+from core.inference import PredictionRunner, predict_slide
 from core.model import build_model, save_checkpoint
 from core.slide_io import open_slide
 from core.store import ResultStore
-from core.tiling import TilingParams, tile_grid
+from core.tiling import TilingParams, read_patches, tile_grid
 from tests.conftest import ROOT
 
 TILING = TilingParams(level=1, patch_size=64)
@@ -46,7 +46,7 @@ def slide_path(demo_cohort, name="demo_001"):
 def test_read_patches_equals_one_read_per_patch(demo_cohort):
     slide = open_slide(slide_path(demo_cohort))
     grid = tile_grid(slide, TILING)
-    batch = read_patches(slide, grid.x[:40], grid.y[:40], 1, 64, grid.size0)
+    batch = read_patches(slide, grid.x[:40], grid.y[:40], grid.plan)
     for k in range(40):
         single = slide.read_region((int(grid.x[k]), int(grid.y[k])), 1, (64, 64))
         np.testing.assert_array_equal(batch[k], single)

@@ -568,5 +568,5 @@ def test_run_summaries_aggregate_per_slide(tmp_path):
         store.set_total(run.id, 3)
         store.add_predictions(run.id, np.array([0, 10]), np.array([0, 0]), 10, 10, np.array([0.2, 0.7]))
         summary = store.run_summaries("m1", {"tiling": {"level": 0}})
-        assert summary == {"s1": {"run_id": run.id, "status": "running", "n_total": 3, "n_done": 2, "max_prob": 0.7}}
+        assert summary == {"s1": {"run_id": run.id, "status": "running", "n_total": 3, "n_done": 2, "max_prob": 0.7, "message": None}}
         assert store.run_summaries("m1", {"tiling": {"level": 1}}) == {}

@@ -324,7 +324,7 @@ def test_committed_demo_model_is_labelled_and_made_by_the_preset(demo_model):
 
 
 def test_demo_model_separates_tumor_from_normal_patches(demo_model, cohort):
-    from core.inference import read_patches
+    from core.tiling import read_patches
     from core.slide_io import open_slide
     from core.tiling import TilingParams, label_grid, tile_grid
     from core.annotations import load_tumors
@@ -336,7 +336,7 @@ def test_demo_model_separates_tumor_from_normal_patches(demo_model, cohort):
         handle = open_slide(slide.path)
         grid = tile_grid(handle, tiling)
         labels = label_grid(grid, load_tumors(slide.annotations) if slide.annotations else [], 0.5)
-        patches = read_patches(handle, grid.x, grid.y, 1, 128, grid.size0)
+        patches = read_patches(handle, grid.x, grid.y, grid.plan)
         with torch.no_grad():
             p = model.predict_proba(torch.from_numpy(patches).permute(0, 3, 1, 2).float() / 255).numpy()
         probs.setdefault("tumor", []).extend(p[labels])

@@ -20,7 +20,7 @@ __all__ = ["TrainConfig", "TrainingError", "IDENTITY_FIELDS"]
 
 # Fields that define what is learned from what: a resumed run must keep them.
 IDENTITY_FIELDS = (
-    "cohort", "arch", "pretrained", "weights", "level", "patch_size", "tissue_threshold", "inner_fraction",
+    "cohort", "arch", "pretrained", "weights", "level", "patch_size", "mpp", "tissue_threshold", "inner_fraction",
     "samples_per_epoch", "batch_size", "seed",
 )
 
@@ -39,6 +39,9 @@ class TrainConfig:
             ImageNet weights that cannot be found or downloaded fail the run clearly.
         weights: a local torchvision VGG16 state dict for the trunk (instead of downloading).
         level, patch_size: the patch grid (patch side in pixels of that level).
+        mpp: microns per patch pixel: when given, every slide is cut at this resolution
+            (best level at or finer, then resized) and ``level`` is not used; slides need
+            resolution metadata or the cohort's ``mpp`` column.
         tissue_threshold: minimum tissue fraction of a patch.
         inner_fraction: side of the labelling inner square relative to the patch.
         epochs: maximum number of epochs (early stopping usually ends the run first).
@@ -71,6 +74,7 @@ class TrainConfig:
     weights: str | None = None
     level: int = 0
     patch_size: int = 512
+    mpp: float | None = None
     tissue_threshold: float = 0.25
     inner_fraction: float = 0.5
     epochs: int = 100
@@ -109,6 +113,7 @@ class TrainConfig:
             (str(self.pretrained).lower() in ("auto", "imagenet", "none"),
              f"pretrained must be imagenet, none or auto, got {self.pretrained!r}"),
             (self.level >= 0, f"level must be >= 0, got {self.level}"),
+            (self.mpp is None or self.mpp > 0, f"the patch resolution (mpp) must be > 0 microns per pixel, got {self.mpp}"),
             (self.patch_size >= 16, f"patch size must be >= 16 px, got {self.patch_size}"),
             (0 <= self.tissue_threshold < 1, f"tissue threshold must be in [0, 1), got {self.tissue_threshold}"),
             (0 < self.inner_fraction <= 1, f"inner fraction must be in (0, 1], got {self.inner_fraction}"),

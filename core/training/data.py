@@ -21,9 +21,8 @@ import numpy as np
 from core.annotations import load_tumors
 from core.cohort import ANNOTATION_SUFFIXES, read_cohort_rows, slides_dir
 from core.errors import PathologyError
-from core.inference import read_patches
 from core.slide_io import open_slide
-from core.tiling import TilingParams, label_grid, tile_grid
+from core.tiling import ReadPlan, TilingParams, label_grid, read_patches, tile_grid
 from core.errors import TrainingError
 
 __all__ = [
@@ -47,6 +46,7 @@ class CohortSlide:
     split: str
     path: Path
     annotations: Path | None
+    mpp: float | None = None  # microns per level-0 pixel from the cohort table (None: the slide's metadata)
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,13 @@ class SlidePatches:
     slide: CohortSlide
     x: np.ndarray
     y: np.ndarray
-    size0: int
+    plan: ReadPlan  # how the slide is read: level, region size, resize, level-0 side
     labels: np.ndarray  # bool, True = the inner square touches a tumor
+
+    @property
+    def size0(self) -> int:
+        """Side of a patch in level-0 pixels."""
+        return self.plan.size0
 
     def __len__(self) -> int:
         return int(self.x.size)
@@ -97,7 +102,7 @@ def read_cohort_table(path: str | os.PathLike) -> list[CohortSlide]:
                 f"{row.slide} is labelled tumor but has no annotations/{row.slide}"
                 f"{{{','.join(ANNOTATION_SUFFIXES)}}}: its patches cannot be labelled"
             )
-        slides.append(CohortSlide(row.slide, label, split, row.path, row.annotations))
+        slides.append(CohortSlide(row.slide, label, split, row.path, row.annotations, row.mpp))
     return slides
 
 
@@ -116,12 +121,12 @@ def _file_key(path: Path | None) -> tuple:
 
 
 def _index_one(slide: CohortSlide, tiling: TilingParams, inner_fraction: float) -> SlidePatches:
-    key = (_file_key(slide.path), _file_key(slide.annotations), tiling, float(inner_fraction))
+    key = (_file_key(slide.path), _file_key(slide.annotations), slide.mpp, tiling, float(inner_fraction))
     with _index_lock:
         cached = _INDEX_CACHE.get(key)
     if cached is not None:
         # The cohort row (name, label, split) may differ between tables that share a slide.
-        return SlidePatches(slide, cached.x, cached.y, cached.size0, cached.labels)
+        return SlidePatches(slide, cached.x, cached.y, cached.plan, cached.labels)
     entry = _compute_index(slide, tiling, inner_fraction)
     with _index_lock:
         _INDEX_CACHE[key] = entry
@@ -132,10 +137,10 @@ def _index_one(slide: CohortSlide, tiling: TilingParams, inner_fraction: float) 
 
 def _compute_index(slide: CohortSlide, tiling: TilingParams, inner_fraction: float) -> SlidePatches:
     handle = open_slide(slide.path)
-    grid = tile_grid(handle, tiling)
+    grid = tile_grid(handle, tiling, slide_mpp=slide.mpp)
     tumors = load_tumors(slide.annotations) if slide.annotations is not None else []
     labels = label_grid(grid, tumors, inner_fraction)
-    return SlidePatches(slide, grid.x, grid.y, grid.size0, labels)
+    return SlidePatches(slide, grid.x, grid.y, grid.plan, labels)
 
 
 def index_slides(
@@ -155,22 +160,19 @@ def index_slides(
     return result
 
 
-def read_samples(
-    index: Sequence[SlidePatches], slide: np.ndarray, patch: np.ndarray, level: int, patch_size: int
-) -> np.ndarray:
-    """Return the patches (slide[k], patch[k]) as uint8 (N, patch_size, patch_size, 3) RGB."""
-    out = np.empty((len(slide), patch_size, patch_size, 3), dtype=np.uint8)
+def read_samples(index: Sequence[SlidePatches], slide: np.ndarray, patch: np.ndarray) -> np.ndarray:
+    """Return the patches (slide[k], patch[k]) as uint8 (N, patch_size, patch_size, 3) RGB, each read by its slide's plan."""
+    size = index[0].plan.patch_size if len(index) else 0
+    out = np.empty((len(slide), size, size, 3), dtype=np.uint8)
     for k, (s, p) in enumerate(zip(slide.tolist(), patch.tolist())):
         entry = index[s]
-        handle = open_slide(entry.slide.path)
-        out[k] = handle.read_region((int(entry.x[p]), int(entry.y[p])), level, (patch_size, patch_size))
+        out[k] = read_patches(open_slide(entry.slide.path), entry.x[p : p + 1], entry.y[p : p + 1], entry.plan)[0]
     return out
 
 
-def read_slide_patches(entry: SlidePatches, rows: np.ndarray, level: int, patch_size: int) -> np.ndarray:
+def read_slide_patches(entry: SlidePatches, rows: np.ndarray) -> np.ndarray:
     """Return the patches ``rows`` (sorted indices) of one slide; side-by-side ones are read together."""
-    handle = open_slide(entry.slide.path)
-    return read_patches(handle, entry.x[rows], entry.y[rows], level, patch_size, entry.size0)
+    return read_patches(open_slide(entry.slide.path), entry.x[rows], entry.y[rows], entry.plan)
 
 
 def prefetch(jobs: Sequence[Callable[[], np.ndarray]], workers: int, ahead: int | None = None) -> Iterator[np.ndarray]:

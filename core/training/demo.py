@@ -38,6 +38,7 @@ DEMO_PRESET: Mapping[str, object] = MappingProxyType({
     "arch": "tiny",
     "pretrained": "none",
     "level": 1,
+    "mpp": 1.0,  # level 1 of the demo slides (0.5 um/px at level 0): read as is, no resize
     "patch_size": 128,
     "tissue_threshold": 0.25,
     "inner_fraction": 0.5,

@@ -39,8 +39,6 @@ def bce_from_logits(labels: np.ndarray, logits: np.ndarray) -> float:
 def slide_max_scores(
     model: PatchClassifier,
     index: Sequence[SlidePatches],
-    level: int,
-    patch_size: int,
     *,
     device: str = "auto",
     precision: str = "auto",
@@ -60,7 +58,7 @@ def slide_max_scores(
     for s, entry in enumerate(index):
         for start in range(0, len(entry), batch_size):
             rows = np.arange(start, min(start + batch_size, len(entry)))
-            jobs.append(lambda e=entry, r=rows: read_slide_patches(e, r, level, patch_size))
+            jobs.append(lambda e=entry, r=rows: read_slide_patches(e, r))
             owners.append(s)
     scores = np.zeros(len(index), dtype=np.float64)
     total = sum(len(e) for e in index)

@@ -174,7 +174,10 @@ class _Trainer:
         self.out = Path(config.out)
         self.ctx, self.device = init_distributed(config.device)
         self.precision = train_precision(self.device, config.precision)
-        self.tiling = TilingParams(level=config.level, patch_size=config.patch_size, tissue_threshold=config.tissue_threshold)
+        self.patch_mpp: float | None = config.mpp
+        self.tiling = TilingParams(
+            level=config.level, patch_size=config.patch_size, tissue_threshold=config.tissue_threshold, mpp=config.mpp
+        )
         self.state = self._initial_state(resume)
 
     # -- set-up ------------------------------------------------------------------------------
@@ -201,11 +204,16 @@ class _Trainer:
             raise TrainingError(f"{cfg.cohort}: no slide in split 'val' (the recipe validates every epoch)")
         index = index_slides(train + val, self.tiling, cfg.inner_fraction, cfg.workers)
         self.train_index, self.val_index = index[: len(train)], index[len(train):]
+        # The checkpoint records the resolution its patches were cut at: the asked one, or,
+        # cut by level, the one every slide shares (None when they differ or are unknown).
+        resolutions = {round(e.plan.mpp, 6) if e.plan.mpp else None for e in index}
+        self.patch_mpp = cfg.mpp or (resolutions.pop() if len(resolutions) == 1 else None)
         positives = sum(int(e.labels.sum()) for e in self.train_index)
         total = sum(len(e) for e in self.train_index)
         if positives == 0 or positives == total:
             which = "tumor" if positives == 0 else "normal"
-            raise TrainingError(f"the train split has no {which} patch at level {cfg.level}, {cfg.patch_size} px: nothing to contrast")
+            scale = f"{cfg.mpp:g} um/px" if cfg.mpp else f"level {cfg.level}"
+            raise TrainingError(f"the train split has no {which} patch at {scale}, {cfg.patch_size} px: nothing to contrast")
         self.sampler = ThreeStepSampler([e.labels for e in self.train_index], classes=(0, 1))
         self.samples_per_epoch = int(cfg.samples_per_epoch or total)
         self.per_rank = math.ceil(self.samples_per_epoch / self.ctx.world)
@@ -238,7 +246,7 @@ class _Trainer:
             rows = row[mine[owner[mine] == s]]
             for start in range(0, rows.size, chunk):
                 self.val_jobs.append(
-                    lambda e=self.val_index[s], r=rows[start : start + chunk]: read_slide_patches(e, r, cfg.level, cfg.patch_size)
+                    lambda e=self.val_index[s], r=rows[start : start + chunk]: read_slide_patches(e, r)
                 )
 
     def _build(self) -> None:
@@ -295,7 +303,7 @@ class _Trainer:
         rng, generator = self._epoch_seed(epoch)
         samples = self.sampler.sample(self.per_rank, rng)
         batches = [samples[i : i + cfg.batch_size] for i in range(0, len(samples), cfg.batch_size)]
-        jobs = [lambda b=b: read_samples(self.train_index, b.slide, b.patch, cfg.level, cfg.patch_size) for b in batches]
+        jobs = [lambda b=b: read_samples(self.train_index, b.slide, b.patch) for b in batches]
         self.net.train()
         loss_sum, count = 0.0, 0
         for step, (batch, patches) in enumerate(zip(batches, prefetch(jobs, cfg.workers)), start=1):
@@ -345,6 +353,7 @@ class _Trainer:
             "patch_size": cfg.patch_size,
             "level": cfg.level,
             "tiling": self.tiling.to_dict(),
+            **({"mpp": self.patch_mpp} if self.patch_mpp else {}),
             "inner_fraction": cfg.inner_fraction,
             "label": cfg.label or f"{cfg.arch} patch classifier trained on {Path(cfg.cohort).parent.name or cfg.cohort}",
             "demo": bool(cfg.demo),
@@ -495,7 +504,7 @@ class _Trainer:
         precision = resolve_precision(self.device, "auto")
         index = index_slides(self.test_slides, self.tiling, cfg.inner_fraction, cfg.workers)
         scores = slide_max_scores(
-            model, index, cfg.level, cfg.patch_size, device=str(self.device), precision=precision,
+            model, index, device=str(self.device), precision=precision,
             batch_size=2 * cfg.batch_size, workers=cfg.workers,
         )
         return {
