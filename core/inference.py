@@ -25,7 +25,7 @@ from core.errors import InferenceError, PathologyError
 from core.model import PatchClassifier, model_id_of
 from core.slide_io import Slide, open_slide
 from core.store import PatchPredictions, ResultStore, RunRecord
-from core.tiling import PatchGrid, TilingParams, read_patches, read_plan, tile_grid
+from core.tiling import PatchGrid, TilingParams, read_patches, read_plan, slide_resolution, tile_grid
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +187,7 @@ class PredictionRunner:
         started = time.perf_counter()
         tiling = tiling or model_tiling(self.metadata)
         slide = open_slide(path)
-        record = store.register_slide(
-            path, width=slide.dimensions[0], height=slide.dimensions[1], mpp=slide_mpp if slide_mpp is not None else slide.mpp
-        )
+        record = store.register_slide(path, width=slide.dimensions[0], height=slide.dimensions[1], mpp=slide_resolution(slide, slide_mpp))
         store.register_model(self.model_id, arch=getattr(self.model, "arch", "unknown"), metadata=self.metadata)
         adopt_level_run(store, record.id, self.model_id, slide, tiling, slide_mpp)
         run = store.get_or_create_run(record.id, self.model_id, run_params(tiling, slide_mpp))

@@ -39,7 +39,21 @@ DEFAULT_INNER_FRACTION = 0.5
 #: target is read as is (no resize); metadata rounding (0.2527 vs 0.25275) stays below it.
 MPP_TOLERANCE = 2e-3
 
+#: Resolutions a microscope scan can have, in um per level-0 pixel; metadata outside (e.g. a
+#: TIFF's default 72 dpi, 352.8 um/px) is not a scan's resolution and counts as missing.
+PLAUSIBLE_MPP = (0.01, 50.0)
+
 log = logging.getLogger(__name__)
+
+
+def slide_resolution(slide: Slide, slide_mpp: float | None = None) -> float | None:
+    """Return the slide's microns per level-0 pixel: ``slide_mpp`` if given, else its metadata when plausible, else None."""
+    if slide_mpp is not None:
+        return float(slide_mpp)
+    value = slide.mpp
+    if value is not None and PLAUSIBLE_MPP[0] <= value <= PLAUSIBLE_MPP[1]:
+        return float(value)
+    return None
 
 
 @dataclass(frozen=True)
@@ -132,10 +146,14 @@ class ReadPlan:
         return self.read_size != self.patch_size
 
 
-def missing_mpp_message(name: str) -> str:
-    """Return the message for a slide without resolution metadata: what is missing and how to give it."""
+def missing_mpp_message(name: str, found: float | None = None) -> str:
+    """Return the message for a slide without (usable) resolution metadata: what is missing and how to give it."""
+    what = (
+        f"{name} has no resolution metadata (microns per pixel)" if found is None
+        else f"{name} says {found:.4g} microns per pixel, which is not a microscope scan's resolution (a TIFF's default 72 dpi?)"
+    )
     return (
-        f"{name} has no resolution metadata (microns per pixel), which the model needs to cut patches at its "
+        f"{what}, which the model needs to cut patches at its "
         "resolution; give it with --mpp on the command line, the mpp column of cohort.csv, or the "
         "'microns per pixel' field next to the upload in the app (or cut by pyramid level with --level)"
     )
@@ -160,7 +178,7 @@ def read_plan(slide: Slide, params: TilingParams, slide_mpp: float | None = None
         raise SlideError(f"patch size and stride must be positive (got {params.patch_size}, {params.step})")
     if slide_mpp is not None and not (math.isfinite(slide_mpp) and slide_mpp > 0):
         raise SlideError(f"{slide.name}: microns per pixel must be a positive number, got {slide_mpp}")
-    mpp0 = slide_mpp if slide_mpp is not None else slide.mpp
+    mpp0 = slide_resolution(slide, slide_mpp)
     if not params.by_resolution:
         slide.check_level(params.level)
         downsample = slide.level_downsamples[params.level]
@@ -170,7 +188,7 @@ def read_plan(slide: Slide, params: TilingParams, slide_mpp: float | None = None
             params.step * unit, unit, mpp0, None if mpp0 is None else mpp0 * downsample,
         )
     if mpp0 is None:
-        raise SlideError(missing_mpp_message(slide.name))
+        raise SlideError(missing_mpp_message(slide.name, slide.mpp))
     factor = params.mpp / mpp0  # level-0 pixels per patch pixel
     level = 0
     for index, downsample in enumerate(slide.level_downsamples):
@@ -279,10 +297,15 @@ def grid_corners(dimensions: tuple[int, int], downsample: float, patch_size: int
 
 
 def plan_corners(dimensions: tuple[int, int], size0: int, step0: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return level-0 corners (x, y), row by row, of every patch of side ``size0`` wholly inside the slide."""
+    """Return level-0 corners (x, y), row by row, of every patch of side ``size0`` wholly inside the slide.
+
+    An image narrower (or lower) than one patch gets one patch at 0 in that direction, padded
+    with white beyond the image (OpenSlide reads outside a slide as transparent), so a small
+    image still has a patch.
+    """
     width0, height0 = dimensions
-    xs = np.arange(0, max(width0 - size0, -1) + 1, step0, dtype=np.int64)
-    ys = np.arange(0, max(height0 - size0, -1) + 1, step0, dtype=np.int64)
+    xs = np.arange(0, max(width0 - size0, 0) + 1, step0, dtype=np.int64)
+    ys = np.arange(0, max(height0 - size0, 0) + 1, step0, dtype=np.int64)
     gy, gx = np.meshgrid(ys, xs, indexing="ij")  # row-major: y then x
     return gx.ravel(), gy.ravel()
 
