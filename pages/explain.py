@@ -54,7 +54,7 @@ with st.expander("Method parameters"):
     params["lime"]["n_segments"] = int(cols[2].number_input("LIME superpixels (SLIC n_segments)", 5, 400, method_defaults("lime")["n_segments"]))
     params["lime"]["n_samples"] = int(cols[0].number_input("LIME samples", 50, 5000, method_defaults("lime")["n_samples"], step=50))
     params["lime"]["compactness"] = float(cols[1].number_input("SLIC compactness", 0.1, 100.0, float(method_defaults("lime")["compactness"])))
-    params["ig"]["baseline"] = cols[2].selectbox("IG baseline", ["white", "blur", "black"], index=0)
+    params["ig"]["baseline"] = cols[2].selectbox("IG baseline", ["white", "blurred", "black"], index=0)
     params["ig"]["n_steps"] = int(cols[0].number_input("IG steps", 8, 300, method_defaults("ig")["n_steps"]))
 
 left, right = st.columns([1, 3])

@@ -103,10 +103,15 @@ row = table.set_index("slide").loc[name]
 
 try:
     slide = context.slide(row["path"])
-    thumb = context.thumbnail(row["path"], 1024)
 except PathologyError as exc:
     st.error(f"Cannot open {name}: {exc}")
     st.stop()
+try:
+    thumb = context.thumbnail(row["path"], 1024)
+except PathologyError as exc:
+    # A slide that opens but cannot be read (damaged tiles): say so; a run records the reason.
+    st.error(f"Cannot read {name}: {exc}")
+    thumb = None
 
 summary = summaries.get(name)
 if summary is None or summary["status"] != "complete":
@@ -122,7 +127,10 @@ if summary is None or summary["status"] != "complete":
         bar.empty()
         if ok:
             st.rerun()
-    st.image(thumb, caption=f"{name} ({slide.vendor}, {slide.dimensions[0]} x {slide.dimensions[1]} px)")
+    if thumb is not None:
+        st.image(thumb, caption=f"{name} ({slide.vendor}, {slide.dimensions[0]} x {slide.dimensions[1]} px)")
+    st.stop()
+if thumb is None:
     st.stop()
 
 predictions = context.predictions(summary["run_id"])

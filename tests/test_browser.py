@@ -4,60 +4,27 @@ leaves 127.0.0.1. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.browser_support import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, app_server, require_browser, wait_for_run
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = ROOT / "test-artifacts"
 PAGES = ["Review", "Threshold tuning", "Explain", "Network", "CNN basics", "Training"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(app_cohort, tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (apt-get install -y chromium; .ci/run does it)")
-    pytest.importorskip("playwright.sync_api")
+    require_browser()
     data = tmp_path_factory.mktemp("browser") / "cohort"
     shutil.copytree(app_cohort, data)
-    port = free_port()
-    env = {**os.environ, "PATHEX_DEMO_DIR": str(data), "PATHEX_NO_DEMO_TRAINING": "1"}
-    log = open(tmp_path_factory.mktemp("log") / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port), "--server.headless", "true"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://localhost:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("the app server did not start")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    with app_server(data, tmp_path_factory.mktemp("log") / "server.log") as url:
+        yield url
 
 
 def test_unknown_tile_tokens_are_refused(server):
@@ -65,15 +32,6 @@ def test_unknown_tile_tokens_are_refused(server):
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(server + path, timeout=5)
         assert info.value.code in (400, 403, 404)
-
-
-def wait_for_run(page, timeout: float = 90) -> None:
-    """Wait until Streamlit has finished running the script (no running indicator)."""
-    page.wait_for_timeout(500)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout * 1000
-    )
-    page.wait_for_timeout(500)
 
 
 def test_pages_render_and_viewer_zooms(server):
@@ -84,8 +42,7 @@ def test_pages_render_and_viewer_zooms(server):
     responses: dict[str, int] = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
         )
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("request", lambda r: requests.append(r.url))
