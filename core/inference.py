@@ -295,4 +295,3 @@ def predict_slide(
     return runner.predict_slide(path, store, tiling, progress=progress, recompute=recompute, slide_mpp=slide_mpp)
 
 
-slide_paths = list_slides  # the data folder's rule (core.cohort); kept under its old name for the CLI

@@ -163,3 +163,26 @@ def test_real_slides_predict_or_fail_with_their_reason(shared_slides, tmp_path):
             predict_slide(shared_slides / "unreadable.svs", model, store, tiling, device="cpu")
         failed = [r for r in store.runs() if r.status == "failed"]
         assert len(failed) == 1 and failed[0].message and str(info.value).endswith(failed[0].message.split(": ", 1)[-1])
+
+
+def test_cli_predict_takes_the_mpp_of_an_image(tmp_path, capsys):
+    """`predict --mpp` gives a PNG its resolution; without it the one-line error says how to give it."""
+    from core.cli import main
+    from core.model import save_checkpoint
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "m.pt"
+    save_checkpoint(checkpoint, build_model("tiny"), {"patch_size": 64, "mpp": 0.5, "level": 0})
+    image = tmp_path / "tissue.png"
+    Image.fromarray(tissue(640, 384)).save(image)
+    db, csv = tmp_path / "r.sqlite", tmp_path / "p.csv"
+    assert main(["predict", "--model", str(checkpoint), str(image), "--db", str(db), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "tissue has no resolution metadata" in err and "--mpp" in err
+    assert main(["predict", "--model", str(checkpoint), str(image), "--db", str(db), "--device", "cpu", "--mpp", "0.25", "--csv", str(csv)]) == 0
+    rows = csv.read_text().splitlines()
+    assert rows[0] == "slide,x,y,width,height,prob" and len(rows) > 1
+    assert {line.split(",")[3] for line in rows[1:]} == {"128"}  # 64 px at 0.5 um/px on a 0.25 um/px image
+    # --level cuts by level instead: 64 level-0 px.
+    assert main(["predict", "--model", str(checkpoint), str(image), "--db", str(db), "--device", "cpu", "--level", "0", "--csv", str(csv)]) == 0
+    assert {line.split(",")[3] for line in csv.read_text().splitlines()[1:]} == {"64"}

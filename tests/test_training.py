@@ -196,6 +196,7 @@ def test_run_writes_metrics_and_checkpoints_resumes_and_repeats(cohort, tmp_path
     best, best_meta = load_checkpoint(out / "best.pt")
     last, last_meta = load_checkpoint(out / "last.pt")
     assert best_meta["patch_size"] == 64 and best_meta["level"] == 1 and best_meta["arch"] == "tiny"
+    assert best_meta["mpp"] == 1.0  # cut at level 1 of 0.5 um/px slides: the checkpoint records 1 um/px
     assert last_meta["training"]["epochs"] == 2 and best_meta["training"]["seed"] == 7
     assert best_meta["training"]["best_val_auc"] == pytest.approx(result.best_val_auc)
     assert best_meta["training"]["test_slide_auc"] == result.test_slide_auc and result.test_slide_auc is not None
@@ -314,7 +315,7 @@ def test_committed_demo_model_is_labelled_and_made_by_the_preset(demo_model):
     _, meta = demo_model
     assert DEMO_MODEL_PATH.stat().st_size < 1_000_000
     assert meta["demo"] is True and "demo" in meta["label"] and "synthetic" in meta["label"]
-    assert meta["arch"] == "tiny" and meta["patch_size"] == 128 and meta["level"] == 1
+    assert meta["arch"] == "tiny" and meta["patch_size"] == 128 and meta["level"] == 1 and meta["mpp"] == 1.0
     training = meta["training"]
     assert training["command"] == DEMO_COMMAND
     assert training["best_val_auc"] >= 0.95 and training["test_slide_auc"] == 1.0
@@ -330,7 +331,7 @@ def test_demo_model_separates_tumor_from_normal_patches(demo_model, cohort):
     from core.annotations import load_tumors
 
     model, _ = demo_model
-    tiling = TilingParams(level=1, patch_size=128, tissue_threshold=0.25)
+    tiling = TilingParams(patch_size=128, mpp=1.0, tissue_threshold=0.25)  # the checkpoint's own tiling
     probs = {}
     for slide in read_cohort_table(cohort):
         handle = open_slide(slide.path)

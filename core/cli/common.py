@@ -258,9 +258,21 @@ def add_patch_grid(parser, *, shown_level: object, shown_patch_size: object) -> 
     def shown(value: object) -> str:
         return f"default: {value}" if isinstance(value, str) else f"default {value}"
 
-    level = parser.add_argument("--level", type=int, help=f"pyramid level of the patches ({shown(shown_level)})")
+    level = parser.add_argument(
+        "--level", type=int,
+        help=f"cut patches at this pyramid level instead of by resolution in um/px (for cohorts without resolution metadata; {shown(shown_level)})",
+    )
     size = parser.add_argument("--patch-size", type=int, help=f"patch side in pixels of that level ({shown(shown_patch_size)})")
     return level, size
+
+
+def add_slide_mpp(parser) -> argparse.Action:
+    """Declare ``--mpp``: microns per level-0 pixel of the slides, for those without (usable) resolution metadata."""
+    return parser.add_argument(
+        "--mpp", type=float, metavar="UM_PER_PX",
+        help="microns per level-0 pixel of the slides: PNG, JPEG and TIFFs without resolution metadata need it "
+        "when patches are cut by resolution; it overrides the slides' metadata",
+    )
 
 
 def add_batch_size(parser, *, default: int | None, shown: int, per: str = "forward pass") -> argparse.Action:

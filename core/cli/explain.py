@@ -69,8 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", type=Path, help="patch image file (PNG, JPEG, TIFF), instead of SLIDE")
     parser.add_argument("--x", type=int, help="patch left edge, level-0 px (with SLIDE)")
     parser.add_argument("--y", type=int, help="patch top edge, level-0 px (with SLIDE)")
-    parser.add_argument("--level", type=int, help="pyramid level to read (default: the checkpoint's level)")
-    parser.add_argument("--size", type=int, help="patch side in px of that level (default: the checkpoint's patch_size)")
+    parser.add_argument("--level", type=int, help="read the patch at this pyramid level (default: at the checkpoint's resolution in um/px, else its level)")
+    parser.add_argument("--size", type=int, help="patch side in px given to the model (default: the checkpoint's patch_size)")
+    common.add_slide_mpp(parser)
     # Validated by the method, not by argparse, so a bad value gives one line, not a usage block.
     parser.add_argument("--method", required=True, help=" | ".join(METHODS))
     parser.add_argument("--layer", help="Grad-CAM layer, e.g. features.28 (default: the last conv layer)")
@@ -176,8 +177,8 @@ def _read_patch(args: argparse.Namespace, metadata: dict):
     if (args.image is None) == (args.slide is None):
         raise CommandError("give either --image PATCH or SLIDE --x X --y Y (exactly one)")
     if args.image is not None:
-        if any(v is not None for v in (args.x, args.y, args.level, args.size)):
-            raise CommandError("--x, --y, --level and --size go with SLIDE, not with --image")
+        if any(v is not None for v in (args.x, args.y, args.level, args.size, args.mpp)):
+            raise CommandError("--x, --y, --level, --size and --mpp go with SLIDE, not with --image")
         from PIL import Image, UnidentifiedImageError
 
         from core.slide_io import rgba_to_rgb
@@ -194,16 +195,20 @@ def _read_patch(args: argparse.Namespace, metadata: dict):
         raise CommandError("SLIDE needs --x and --y (level-0 px of the patch's top-left corner)")
     from core.slide_io import open_slide
 
-    level = args.level if args.level is not None else metadata.get("level")
-    level = level if isinstance(level, int) and not isinstance(level, bool) else 0
+    from core.inference import model_tiling
+    from core.tiling import read_patches, read_plan
+
     size = args.size if args.size is not None else metadata.get("patch_size")
-    if not isinstance(size, int) or size <= 0:
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
         raise CommandError("the checkpoint has no patch_size; pass --size")
     slide = open_slide(args.slide)
     width, height = slide.dimensions
     if not (0 <= args.x < width and 0 <= args.y < height):
         raise CommandError(f"the patch corner ({args.x}, {args.y}) lies outside the slide ({width} x {height} px at level 0)")
-    image = slide.read_region((args.x, args.y), level, (size, size))
+    # The patch as `predict` cuts it: at the checkpoint's resolution (or --level), resized to its input.
+    plan = read_plan(slide, model_tiling(metadata, level=args.level, patch_size=size), args.mpp)
+    image = read_patches(slide, np.array([args.x]), np.array([args.y]), plan)[0]
+    level = plan.level
     return image, {"slide": str(args.slide), "x": args.x, "y": args.y, "level": level, "size": size}
 
 

@@ -43,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, help="checkpoint file (.pt) written by `train`")
     common.add_db(parser, help="SQLite results store")
     parser.add_argument("--csv", type=Path, help="also write patch predictions: slide,x,y,width,height,prob (level-0 px)")
-    common.add_patch_grid(parser, shown_level="the model's", shown_patch_size="the model's")
-    parser.add_argument("--stride", type=int, help="grid step in level pixels (default: the patch size)")
+    common.add_patch_grid(parser, shown_level="none: the model's resolution, else its level", shown_patch_size="the model's")
+    common.add_slide_mpp(parser)
+    parser.add_argument("--stride", type=int, help="grid step in patch pixels (default: the patch size)")
     common.add_tissue_threshold(parser, default=TilingParams.tissue_threshold, shown=TilingParams.tissue_threshold)
     common.add_batch_size(parser, default=DEFAULT_BATCH_SIZE, shown=DEFAULT_BATCH_SIZE)
     common.add_workers(parser, default=DEFAULT_WORKERS, shown=DEFAULT_WORKERS)
@@ -59,10 +60,10 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0, or :data:`~core.cli.common.EXIT_ERROR` when any slide failed (all ranks counted).
     """
-    from core.inference import PredictionRunner, run_params, slide_paths
+    from core.cohort import list_slides
+    from core.inference import PredictionRunner, model_tiling, run_params
     from core.model import load_checkpoint
     from core.store import ResultStore, slide_fingerprint
-    from core.tiling import TilingParams
 
     rank, world, local_rank = common.distributed_context()
     device = args.device
@@ -73,17 +74,16 @@ def run(args: argparse.Namespace) -> int:
         if torch.cuda.is_available():
             device = f"cuda:{local_rank % torch.cuda.device_count()}"
     model, metadata = load_checkpoint(args.model)
-    tiling = TilingParams(
-        level=args.level if args.level is not None else int(metadata.get("level", 0) or 0),
-        patch_size=args.patch_size or int(metadata["patch_size"]),
-        stride=args.stride,
-        tissue_threshold=args.tissue_threshold,
+    if args.mpp is not None and not args.mpp > 0:
+        raise CommandError(f"--mpp must be a positive number of microns per pixel, got {args.mpp}")
+    tiling = model_tiling(
+        metadata, level=args.level, patch_size=args.patch_size, stride=args.stride, tissue_threshold=args.tissue_threshold,
     )
     runner = PredictionRunner(
         model, model_id=metadata["model_id"], metadata=metadata, device=device, precision=args.precision,
         batch_size=args.batch_size, workers=args.workers,
     )
-    paths = slide_paths(args.slides)
+    paths = list_slides(args.slides)
     if not paths:
         raise CommandError("no slide files given")
     mine = paths[rank::world]
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         for path in mine:
             bar, update = common.progress_bar(None, f"{path.stem}" + (f" [rank {rank}]" if world > 1 else ""), "patch")
             try:
-                result = runner.predict_slide(path, store, tiling, progress=update, recompute=args.recompute)
+                result = runner.predict_slide(path, store, tiling, progress=update, recompute=args.recompute, slide_mpp=args.mpp)
             except PathologyError as exc:
                 failures += 1
                 common.print_error(f"{path}: {exc}")
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                 except OSError:
                     continue
                 record = next((s for s in store.slides() if s.fingerprint == fingerprint), None)
-                found = record and store.find_run(record.id, metadata["model_id"], run_params(tiling))
+                found = record and store.find_run(record.id, metadata["model_id"], run_params(tiling, args.mpp))
                 if found is not None and found.status == "complete":
                     runs.append(found.id)
             rows = store.write_csv(args.csv, runs)

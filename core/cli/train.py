@@ -46,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset", choices=["demo"],
         help=(
-            "demo: the tiny arch on the synthetic demo cohort (generated if absent) at level "
-            f"{DEMO_PRESET['level']}, {DEMO_PRESET['patch_size']} px, learning rate {DEMO_PRESET['lr']:g} (higher than the "
+            "demo: the tiny arch on the synthetic demo cohort (generated if absent) at "
+            f"{DEMO_PRESET['mpp']:g} um/px, {DEMO_PRESET['patch_size']} px, learning rate {DEMO_PRESET['lr']:g} (higher than the "
             f"recipe's {common.number_text(C.lr)}, to train in minutes on a CPU), at most {DEMO_PRESET['epochs']} epochs of "
             f"{DEMO_PRESET['samples_per_epoch']} draws, test-split slide AUC at the end; writes runs/demo"
         ),
@@ -58,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     option("--pretrained", choices=["imagenet", "none", "auto"], help=f"trunk weights: imagenet (vgg16; fails clearly if unreachable), none, auto (default {C.pretrained}: imagenet for vgg16, none for tiny)")
     option("--weights", type=str, help="local torchvision VGG16 state dict (vgg16-397923af.pth) for the trunk")
     fields += common.add_patch_grid(parser, shown_level=C.level, shown_patch_size=C.patch_size)
+    option(
+        "--patch-mpp", dest="mpp", type=float, metavar="UM_PER_PX",
+        help="cut every slide at this resolution in microns per patch pixel (best level at or finer, then resized; "
+        "recorded in the checkpoint); slides need resolution metadata or the cohort's mpp column (default: by --level)",
+    )
     fields.append(common.add_tissue_threshold(parser, default=None, shown=C.tissue_threshold))
     fields.append(common.add_inner_fraction(parser, default=None, shown=C.inner_fraction))
     option("--epochs", type=int, help=f"maximum epochs (default {C.epochs}; early stopping usually ends sooner)")
