@@ -104,12 +104,42 @@ def list_slides(paths: Iterable[str | os.PathLike]) -> list[Path]:
     for item in map(Path, paths):
         if item.is_dir():
             by_stem: dict[str, Path] = {}
-            for candidate in sorted((p for p in item.iterdir() if p.is_file() and is_slide_file(p)), key=_preference):
+            files = _one_file_per_dicom_series(sorted(p for p in item.iterdir() if p.is_file() and is_slide_file(p)))
+            for candidate in sorted(files, key=_preference):
                 by_stem.setdefault(candidate.stem, candidate)
             result += sorted(by_stem.values(), key=lambda p: p.name)
         else:
             result.append(item)
     return result
+
+
+def _one_file_per_dicom_series(files: list[Path]) -> list[Path]:
+    """Return ``files`` with the DICOM files of one slide reduced to the first of them.
+
+    A DICOM whole-slide image is several ``.dcm`` files (one per level or frame group) that
+    share a SeriesInstanceUID; OpenSlide opens the slide from any of them. Files it cannot
+    open stay as they are (the reader says what is wrong when they are opened).
+    """
+    dicom = [f for f in files if f.suffix.lower() == ".dcm"]
+    if len(dicom) < 2:
+        return files
+    import openslide  # only for folders holding DICOM files
+
+    first_of_series: dict[str, Path] = {}
+    dropped: set[Path] = set()
+    for path in dicom:
+        try:
+            with openslide.OpenSlide(str(path)) as handle:
+                series = handle.properties.get("dicom.SeriesInstanceUID")
+        except (openslide.OpenSlideError, OSError):
+            continue
+        if series is None:
+            continue
+        if series in first_of_series:
+            dropped.add(path)
+        else:
+            first_of_series[series] = path
+    return [f for f in files if f not in dropped]
 
 
 def find_slide(root: str | os.PathLike, name: str) -> Path | None:

@@ -155,3 +155,12 @@ def test_cohort_module_imports_neither_torch_nor_streamlit():
     code = "import sys, core.cohort; print(sorted(m for m in ('torch', 'streamlit', 'pandas') if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_a_dicom_slide_of_several_files_is_one_slide(shared_slides, tmp_path):
+    import shutil
+
+    for name in ("boxes_0.dcm", "boxes_1.dcm", "small.svs"):
+        shutil.copy(shared_slides / name, tmp_path / name)
+    assert [p.name for p in list_slides([tmp_path])] == ["boxes_0.dcm", "small.svs"]
+    assert [r.slide for r in folder_rows(tmp_path)] == ["boxes_0", "small"]
