@@ -115,9 +115,10 @@ def run(args: argparse.Namespace) -> int:
     for message in result.warnings:
         print(f"warning: {message}", file=sys.stderr)
     if args.json is not None:
+        from core.fileio import atomic_write
+
         try:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            with open(args.json, "w", encoding="utf-8") as handle:
+            with atomic_write(args.json, "w", encoding="utf-8") as handle:
                 json.dump(result.to_dict(args.threshold), handle, allow_nan=False)
                 handle.write("\n")
         except OSError as exc:

@@ -229,14 +229,16 @@ def run(args: argparse.Namespace) -> int:
     model, metadata = load_checkpoint(args.model, map_location=device)
     image, source = _read_patch(args, metadata)
     explanation = explain_patch(model, image, args.method, **params)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(args.out, explanation.map)
+    from core.fileio import atomic_write
+
+    with atomic_write(args.out) as handle:
+        np.save(handle, explanation.map)
     summary = {**explanation.summary(), "patch": source, "model_id": metadata.get("model_id"), "out": str(args.out)}
     if args.png is not None:
         from PIL import Image
 
-        args.png.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(explanation.overlay(image)).save(args.png)
+        with atomic_write(args.png) as handle:
+            Image.fromarray(explanation.overlay(image)).save(handle, format="PNG")
         summary["png"] = str(args.png)
     print(json.dumps(summary, default=str))
     print(
