@@ -26,13 +26,19 @@ from starlette.routing import Route
 from core.errors import PathologyError
 from core.heatmap import ProbabilityGrid
 from core.slide_io import open_slide
-from core.deepzoom import SlideTiler, LRU, overlay_tile
+from core.deepzoom import LRU, SlideTiler, is_tile, max_zoom, overlay_tile
 
 log = logging.getLogger(__name__)
 
-SLIDE_ROUTE = "/tiles/slide/{token}/{z:int}/{x:int}/{y:int}.jpg"
-OVERLAY_ROUTE = "/tiles/overlay/{token}/{z:int}/{x:int}/{y:int}.png"
+# z, x, y are taken as text and parsed here (``_tile_address``): Starlette's int converter turns
+# any run of digits into an int, and a thousand-digit one fails inside the router (a 500).
+SLIDE_ROUTE = "/tiles/slide/{token}/{z}/{x}/{y}.jpg"
+OVERLAY_ROUTE = "/tiles/overlay/{token}/{z}/{x}/{y}.png"
 CACHE_HEADERS = {"Cache-Control": "private, max-age=3600"}
+#: Tiles rendered at once (slide decoding and overlay drawing); more requests wait their turn,
+#: so a burst cannot take every thread of the server's pool.
+MAX_CONCURRENT_RENDERS = 4
+_MAX_DIGITS = 9  # zoom and tile indices of any real slide fit in far fewer digits
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ class _Overlay:
 
 MAX_REGISTERED = 64  # overlays / slide tilers kept; older ones are forgotten (their URLs then 404)
 _slides: dict[str, Path] = {}
-_overlay_cache = LRU(8192)  # encoded overlay tiles by (token, z, x, y): a token fixes grid and style
+_overlay_cache = LRU(64 * 2**20)  # encoded overlay tiles by (token, z, x, y), 64 MiB: a token fixes grid and style
 _tilers: OrderedDict[str, SlideTiler] = OrderedDict()
 _overlays: OrderedDict[str, _Overlay] = OrderedDict()
 _lock = threading.Lock()
@@ -103,31 +109,66 @@ def _tiler(token: str) -> SlideTiler | None:
     return tiler
 
 
+_limiter = None
+
+
+def _tile_address(params: dict) -> tuple[int, int, int] | None:
+    """Return (z, x, y) parsed from the URL, or None when one is not a short run of digits."""
+    values = []
+    for name in ("z", "x", "y"):
+        text = str(params.get(name, ""))
+        if not (text.isascii() and text.isdigit() and len(text) <= _MAX_DIGITS):
+            return None
+        values.append(int(text))
+    return values[0], values[1], values[2]
+
+
+async def _render(function, *args, **kwargs):
+    """Run a tile render in a worker thread, at most MAX_CONCURRENT_RENDERS at once."""
+    import functools
+
+    import anyio
+
+    global _limiter
+    if _limiter is None:  # made in the server's event loop, on first use
+        _limiter = anyio.CapacityLimiter(MAX_CONCURRENT_RENDERS)
+    return await anyio.to_thread.run_sync(functools.partial(function, *args, **kwargs), limiter=_limiter)
+
+
+def _not_found() -> Response:
+    return Response("no such tile", status_code=404, media_type="text/plain")
+
+
 async def slide_tile(request: Request) -> Response:
-    """GET a JPEG tile of a registered slide; 404 for unknown tokens or tiles."""
-    params = request.path_params
+    """GET a JPEG tile of a registered slide; 404 for unknown tokens and tiles outside its pyramid."""
+    address = _tile_address(request.path_params)
+    if address is None:
+        return _not_found()
     try:
-        tiler = await run_in_threadpool(_tiler, params["token"])
-        if tiler is None or not tiler.valid(params["z"], params["x"], params["y"]):
-            return Response("no such tile", status_code=404, media_type="text/plain")
-        data = await run_in_threadpool(tiler.tile, params["z"], params["x"], params["y"])
+        tiler = await run_in_threadpool(_tiler, request.path_params["token"])
+        if tiler is None or not tiler.valid(*address):
+            return _not_found()
+        data = await _render(tiler.tile, *address)
     except PathologyError as exc:
         return Response(str(exc), status_code=500, media_type="text/plain")
     return Response(data, media_type="image/jpeg", headers=CACHE_HEADERS)
 
 
 async def overlay_tile_route(request: Request) -> Response:
-    """GET a PNG tile of a registered probability overlay; 404 for unknown tokens or tiles."""
-    params = request.path_params
+    """GET a PNG tile of a registered probability overlay; 404 for unknown tokens and tiles outside the slide's pyramid."""
+    address = _tile_address(request.path_params)
+    if address is None:
+        return _not_found()
+    token = request.path_params["token"]
     with _lock:
-        overlay = _overlays.get(params["token"])
-    z, x, y = params["z"], params["x"], params["y"]
-    if overlay is None or z < 0 or not (0 <= x < 2**z and 0 <= y < 2**z):
-        return Response("no such tile", status_code=404, media_type="text/plain")
-    key = (params["token"], z, x, y)
+        overlay = _overlays.get(token)
+    if overlay is None or not is_tile(max_zoom(overlay.dimensions), *address):
+        return _not_found()
+    z, x, y = address
+    key = (token, z, x, y)
     data = _overlay_cache.get(key)
     if data is None:
-        data = await run_in_threadpool(
+        data = await _render(
             overlay_tile, overlay.grid, overlay.dimensions, z, x, y, colormap=overlay.colormap, cut=overlay.cut,
             outline=overlay.outline, fade=overlay.fade,
         )

@@ -36,6 +36,14 @@ def max_zoom(dimensions: tuple[int, int]) -> int:
     return max(0, math.ceil(math.log2(max(max(dimensions), TILE) / TILE)))
 
 
+def is_tile(top_zoom: int, z: int, x: int, y: int) -> bool:
+    """Return True if (z, x, y) is a tile of the world square with zooms 0..``top_zoom``.
+
+    ``z`` is compared first, so an absurd zoom never reaches ``2**z``.
+    """
+    return 0 <= z <= top_zoom and 0 <= x < 2**z and 0 <= y < 2**z
+
+
 def world_side(dimensions: tuple[int, int]) -> int:
     """Return the side in level-0 pixels of the square world holding the slide."""
     return TILE * 2 ** max_zoom(dimensions)
@@ -48,14 +56,19 @@ def tile_bounds(dimensions: tuple[int, int], z: int, x: int, y: int) -> tuple[fl
 
 
 class LRU:
-    """A small thread-safe LRU cache of encoded tiles."""
+    """A thread-safe LRU cache of encoded tiles, bounded in bytes (a tile's size is ``len`` of its value)."""
 
-    def __init__(self, size: int):
-        self.size = size
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
         self._data: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        return len(self._data)
+
     def get(self, key):
+        """Return the cached value of ``key`` (marking it recently used), or None."""
         with self._lock:
             value = self._data.get(key)
             if value is not None:
@@ -63,22 +76,30 @@ class LRU:
             return value
 
     def put(self, key, value) -> None:
+        """Cache ``value``; the least recently used entries go until the total fits ``max_bytes``."""
+        size = len(value)
+        if size > self.max_bytes:
+            return
         with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self.nbytes -= len(old)
             self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
+            self.nbytes += size
+            while self.nbytes > self.max_bytes:
+                _, dropped = self._data.popitem(last=False)
+                self.nbytes -= len(dropped)
 
 
 class SlideTiler:
     """Encoded JPEG map tiles of one slide, cached."""
 
-    def __init__(self, slide: Slide, *, quality: int = 80, cache_size: int = 4096):
+    def __init__(self, slide: Slide, *, quality: int = 80, cache_bytes: int = 64 * 2**20):
         self.slide = slide
         self.quality = quality
         self.max_zoom = max_zoom(slide.dimensions)
         self._dz = DeepZoomGenerator(slide.openslide, tile_size=TILE, overlap=0, limit_bounds=False)
-        self._cache = LRU(cache_size)
+        self._cache = LRU(cache_bytes)
         self._blank = self._encode(Image.new("RGB", (TILE, TILE), WHITE))
 
     def _encode(self, image: Image.Image) -> bytes:
@@ -87,8 +108,8 @@ class SlideTiler:
         return buffer.getvalue()
 
     def valid(self, z: int, x: int, y: int) -> bool:
-        """Return True if (z, x, y) is a tile of the world square."""
-        return 0 <= z <= self.max_zoom and 0 <= x < 2**z and 0 <= y < 2**z
+        """Return True if (z, x, y) is a tile of the world square (z is checked before any ``2**z``)."""
+        return is_tile(self.max_zoom, z, x, y)
 
     def tile(self, z: int, x: int, y: int) -> bytes:
         """Return the JPEG bytes of tile (z, x, y); white outside the slide.

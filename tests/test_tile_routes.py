@@ -91,3 +91,32 @@ def test_tiles_outside_the_world_are_404(served):
         with pytest.raises(urllib.error.HTTPError) as info:
             get(base + url)
         assert info.value.code == 404
+
+
+def test_out_of_range_and_absurd_tile_addresses_are_404_at_once(served):
+    """No 2**z for a z out of the pyramid (it froze the server for 8.5 s at z = 10**9), no 500 for a huge number."""
+    base, slide_token, overlay_token, _ = served
+    huge = "9" * 5000  # beyond Python's 4300-digit int parsing limit
+    addresses = [
+        "4/0/0", "1000000000/0/0", f"{huge}/0/0", f"3/{huge}/0", "3/8/0", "3/0/8", "-1/0/0", "3/-1/0", "3/0/x", "%D9%A3/0/0",
+    ]
+    for kind, token, ext in (("slide", slide_token, "jpg"), ("overlay", overlay_token, "png")):
+        for address in addresses:
+            started = time.perf_counter()
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(f"{base}/tiles/{kind}/{token}/{address}.{ext}", timeout=10)
+            assert info.value.code == 404, (kind, address[:20], info.value.code)
+            assert time.perf_counter() - started < 2, (kind, address[:20])
+    # The deepest real tile is still served.
+    assert get(f"{base}/tiles/overlay/{overlay_token}/3/7/7.png")[0] == 200
+
+
+def test_tile_caches_are_bounded_in_bytes():
+    from core.deepzoom import LRU
+
+    cache = LRU(max_bytes=1000)
+    for i in range(50):
+        cache.put(i, bytes(100))
+    assert cache.nbytes <= 1000 and len(cache) == 10 and cache.get(49) is not None and cache.get(0) is None
+    cache.put("big", bytes(5000))  # larger than the whole cache: not kept
+    assert cache.get("big") is None and cache.nbytes <= 1000
