@@ -7,7 +7,6 @@ through ``core.paths.resolve_within`` before it is opened.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from app import state
 from core.annotations import load_tumors
 from core.cohort import COHORT_FILE, annotations_dir, find_annotation_file, folder_rows, slides_dir
 from core.errors import PathologyError
-from core.fileio import atomic_write_bytes
+from core.uploads import UploadStore
 from core.inference import PredictionRunner, adopt_level_run, model_tiling, run_params
 from core.model import load_checkpoint
 from core.paths import REPO_ROOT, data_dirs, resolve_within
@@ -37,10 +36,17 @@ def data_dir() -> Path:
     return Path(st.session_state[state.DATA_DIR])
 
 
+@st.cache_resource(show_spinner=False)
+def _uploads() -> UploadStore:
+    store = UploadStore()
+    store.sweep()  # server start: folders of servers that are gone, sessions past their age
+    return store
+
+
 def upload_dir() -> Path:
-    """Return this session's private folder for uploaded files (created on first use)."""
-    if state.UPLOAD_DIR not in st.session_state:
-        st.session_state[state.UPLOAD_DIR] = tempfile.mkdtemp(prefix="pathex-upload-")
+    """Return this session's private folder for uploaded files (created on first use, in this server's folder)."""
+    if state.UPLOAD_DIR not in st.session_state or not Path(st.session_state[state.UPLOAD_DIR]).is_dir():
+        st.session_state[state.UPLOAD_DIR] = str(_uploads().new_session())
     return Path(st.session_state[state.UPLOAD_DIR])
 
 
@@ -50,15 +56,12 @@ def allowed_roots() -> list[Path]:
 
 
 def save_upload(uploaded, subfolder: str) -> Path:
-    """Write a Streamlit UploadedFile into the private upload folder; return its path."""
-    name = Path(uploaded.name).name  # never trust a client-side path
-    folder = upload_dir() / subfolder
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    if path.is_file() and path.stat().st_size == uploaded.size:
-        return path  # the widget hands the same file to every rerun: write it once
-    atomic_write_bytes(path, uploaded.getbuffer())
-    return path
+    """Write a Streamlit UploadedFile into this session's upload folder; return its path.
+
+    Raises:
+        UploadError: the upload quota would be passed, or the file cannot be written.
+    """
+    return _uploads().save(upload_dir(), subfolder, uploaded.name, uploaded.getbuffer())
 
 
 # -- slides -------------------------------------------------------------------------------------

@@ -51,10 +51,10 @@ def run_frame() -> None:
             st.selectbox("Model", list(choices), key=state.MODEL_CHOICE)
         uploaded = st.file_uploader("Upload a checkpoint (.pt)", type=["pt", "pth"], key="checkpoint_uploader")
         if uploaded is not None:
-            path = context.save_upload(uploaded, "models")
             try:
                 from core.model import load_checkpoint
 
+                path = context.save_upload(uploaded, "models")
                 load_checkpoint(path)
             except PathologyError as exc:
                 st.error(f"{uploaded.name}: {exc}")

@@ -59,3 +59,7 @@ class CohortError(PathologyError):
 
 class FileWriteError(PathologyError):
     """A file cannot be written where asked: the destination is a device, FIFO, directory or symbolic link."""
+
+
+class UploadError(PathologyError):
+    """An upload cannot be stored (quota, bad name, unwritable folder)."""

@@ -54,8 +54,8 @@ with st.container():
         "Leave empty to use the slide's own metadata. 0.25 is a typical 40x scan, 0.5 a 20x scan.",
     )
     if uploaded is not None:
-        path = context.save_upload(uploaded, "slides")
         try:
+            path = context.save_upload(uploaded, "slides")
             handle = context.slide(path)
         except PathologyError as exc:
             st.error(f"{uploaded.name}: {exc}")

@@ -42,6 +42,7 @@ def app_server(data: Path, log_path: Path, extra_dirs: tuple[Path, ...] = ()) ->
     env = {
         **os.environ, "PATHEX_DEMO_DIR": str(data), "PATHEX_NO_DEMO_TRAINING": "1",
         "PATHEX_DATA_DIRS": os.pathsep.join(str(d) for d in extra_dirs),
+        "PATHEX_UPLOAD_DIR": str(log_path.parent / "uploads"),
     }
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
