@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
@@ -20,7 +22,6 @@ import numpy as np
 import torch
 
 from core.device import autocast_for, prepare_model, resolve_device, resolve_precision
-from core.cohort import list_slides
 from core.errors import InferenceError, PathologyError
 from core.model import PatchClassifier, model_id_of
 from core.slide_io import Slide, open_slide
@@ -149,6 +150,7 @@ class PredictionRunner:
         self.metadata = dict(metadata or {})
         self.batch_size = max(1, int(batch_size))
         self.workers = max(1, int(workers))
+        self.wait_seconds = 0.5  # poll interval while another process owns the run
 
     def forward(self, patches: np.ndarray) -> np.ndarray:
         """Return F(I) in [0, 1] (float32, N) for uint8 NHWC patches."""
@@ -191,16 +193,39 @@ class PredictionRunner:
         store.register_model(self.model_id, arch=getattr(self.model, "arch", "unknown"), metadata=self.metadata)
         adopt_level_run(store, record.id, self.model_id, slide, tiling, slide_mpp)
         run = store.get_or_create_run(record.id, self.model_id, run_params(tiling, slide_mpp))
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # One owner computes a run: another process on the same slide waits for it, then
+        # reuses its result (or takes the run over when the owner's lease expires).
+        while not (run.status == "complete" and not recompute):
+            if store.claim_run(run.id, owner):
+                break
+            if progress:
+                progress(run.n_done, run.n_total or run.n_done)
+            time.sleep(self.wait_seconds)
+            run = store.run(run.id)
+        else:
+            if progress:
+                progress(run.n_done, run.n_done)
+            return SlideResult(slide.name, run, store.read_predictions(run.id), True, 0, time.perf_counter() - started)
+        try:
+            return self._compute_run(slide, store, run, tiling, owner, progress, recompute, slide_mpp, started)
+        finally:
+            store.release_run(run.id, owner)
+
+    def _compute_run(
+        self, slide: Slide, store: ResultStore, run: RunRecord, tiling: TilingParams, owner: str,
+        progress: Progress | None, recompute: bool, slide_mpp: float | None, started: float,
+    ) -> SlideResult:
+        """Compute (or finish) a run this call owns; see :meth:`predict_slide`."""
         if recompute:
             store.reset_run(run.id)
             run = store.run(run.id)
         elif run.status == "failed":
             run = store.resume_run(run.id)  # a retry: what it stored is kept
-        if run.status == "complete":
+        if run.status == "complete":  # finished by the previous owner while we waited
             if progress:
                 progress(run.n_done, run.n_done)
             return SlideResult(slide.name, run, store.read_predictions(run.id), True, 0, time.perf_counter() - started)
-
         try:
             # Inside the try: a slide the tiling cannot cut (no resolution, no such level,
             # unreadable tissue) ends as a failed run with its reason, never 'running' forever.
@@ -213,7 +238,7 @@ class PredictionRunner:
                 todo = grid.subset(pending)
             else:
                 todo = grid
-            computed = self._predict_grid(slide, todo, store, run.id, len(grid) - len(todo), len(grid), progress)
+            computed = self._predict_grid(slide, todo, store, run.id, len(grid) - len(todo), len(grid), progress, owner)
             store.finish_run(run.id)
         except BaseException as exc:
             message = str(exc) if isinstance(exc, PathologyError) else f"{type(exc).__name__}: {exc}"
@@ -227,7 +252,8 @@ class PredictionRunner:
         return SlideResult(slide.name, run, store.read_predictions(run.id), computed == 0, computed, time.perf_counter() - started)
 
     def _predict_grid(
-        self, slide: Slide, grid: PatchGrid, store: ResultStore, run_id: int, already: int, total: int, progress: Progress | None
+        self, slide: Slide, grid: PatchGrid, store: ResultStore, run_id: int, already: int, total: int, progress: Progress | None,
+        owner: str | None = None,
     ) -> int:
         """Read, forward and store ``grid`` batch by batch; return the number of patches computed."""
         plan, size0 = grid.plan, grid.size0
@@ -259,6 +285,8 @@ class PredictionRunner:
                     sl = slice(first, end)
                     n = end - first
                     store.add_predictions(run_id, grid.x[sl], grid.y[sl], np.full(n, size0), np.full(n, size0), np.concatenate(buffered))
+                    if owner is not None:
+                        store.renew_lease(run_id, owner)  # the heartbeat: this run is alive
                     done += n
                     first, buffered, last_commit = end, [], time.perf_counter()
                     if progress:

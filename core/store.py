@@ -63,6 +63,9 @@ CSV_HEADER = ("slide", "x", "y", "width", "height", "prob")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _FINGERPRINT_CHUNK = 1 << 20  # 1 MiB read from each end of the slide file
 _BUSY_TIMEOUT_S = 30.0
+#: A run's owner must renew its lease within this many seconds (it does on every commit,
+#: about once a second); past it, another process may take the run over.
+LEASE_SECONDS = 60.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -212,6 +215,23 @@ class PatchPredictions:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _owner_alive(owner: str) -> bool:
+    """Return False only when ``owner`` (``host:pid:tag``) is a process of this host that no longer exists."""
+    import socket
+
+    host, _, rest = owner.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def slide_fingerprint(path: str | os.PathLike) -> str:
@@ -707,6 +727,61 @@ class ResultStore:
                 "UPDATE runs SET status = 'failed', finished = ?, message = ? WHERE id = ?",
                 (time.time(), str(message), int(run_id)),
             )
+
+    # ---------------------------------------------------------------- run ownership
+    #
+    # A run being computed has one owner: a lease (owner id, heartbeat) in the table
+    # run_leases. Another process that wants the same run waits while the lease is alive
+    # and takes the run over once it expires (its owner was killed), so two `predict`s on
+    # one slide never compute it twice and a dead owner's run is never left running for
+    # good. The table is added on first use: a store written before it stays readable by
+    # older versions (schema version unchanged, one table more).
+
+    @staticmethod
+    def _leases(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS run_leases ("
+            " run_id INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,"
+            " owner TEXT NOT NULL, heartbeat REAL NOT NULL)"
+        )
+
+    def claim_run(self, run_id: int, owner: str, lease_seconds: float = LEASE_SECONDS) -> bool:
+        """Make ``owner`` the owner of a run unless another owner's lease is alive; return True if it is now ``owner``'s.
+
+        A lease is alive while its heartbeat is younger than ``lease_seconds`` and, when its
+        owner (``host:pid:tag``) is on this host, while that process exists: a killed
+        process's run is taken over at once on its own machine, after the lease elsewhere.
+        """
+        now = time.time()
+        with self._write() as conn:
+            self._get_run(conn, run_id)
+            self._leases(conn)
+            row = conn.execute("SELECT owner, heartbeat FROM run_leases WHERE run_id = ?", (int(run_id),)).fetchone()
+            if row is not None and row[0] != owner and now - float(row[1]) < lease_seconds and _owner_alive(row[0]):
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO run_leases(run_id, owner, heartbeat) VALUES (?, ?, ?)", (int(run_id), owner, now)
+            )
+            return True
+
+    def renew_lease(self, run_id: int, owner: str) -> None:
+        """Refresh ``owner``'s lease on a run (its heartbeat = now)."""
+        with self._write() as conn:
+            self._leases(conn)
+            conn.execute("UPDATE run_leases SET heartbeat = ? WHERE run_id = ? AND owner = ?", (time.time(), int(run_id), owner))
+
+    def release_run(self, run_id: int, owner: str) -> None:
+        """End ``owner``'s lease on a run (another owner's lease is left alone)."""
+        with self._write() as conn:
+            self._leases(conn)
+            conn.execute("DELETE FROM run_leases WHERE run_id = ? AND owner = ?", (int(run_id), owner))
+
+    def lease(self, run_id: int) -> tuple[str, float] | None:
+        """Return (owner, seconds since its heartbeat) of a run's lease, or None."""
+        with self._write() as conn:
+            self._leases(conn)
+            row = conn.execute("SELECT owner, heartbeat FROM run_leases WHERE run_id = ?", (int(run_id),)).fetchone()
+        return None if row is None else (row[0], time.time() - float(row[1]))
 
     def resume_run(self, run_id: int) -> RunRecord:
         """Set a failed run running again (a retry), keeping its predictions; return it.
