@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import streamlit as st
 
 from app import context, state, widgets
@@ -11,6 +12,7 @@ from app.figures import confusion_figure, froc_figure, pr_figure, roc_figure
 from core.cohort import annotations_dir
 from core.errors import PathologyError
 from core.evaluation import FROC_TARGETS, evaluate_store_cohort
+from core.inference import run_params
 from core.export import evaluation_figures, figure_bytes, render_cohort_report
 
 st.title("Threshold tuning")
@@ -21,11 +23,11 @@ store = context.store()
 
 
 @st.cache_data(show_spinner="Evaluating the cohort (once; moving t does not recompute)...", max_entries=32)
-def evaluate(db: str, model_id: str, params_json: str, runs_key: tuple, labels_json: str, annotations: str, mode: str):
+def evaluate(db: str, model_id: str, params_json: str, runs_key: tuple, labels_json: str, annotations: str, mode: str, slide_params_json: str = "{}"):
     """Return the cohort evaluation; keyed by the runs it reads, so new predictions refresh it."""
     results = evaluate_store_cohort(
         context._store(db), json.loads(labels_json), annotations=annotations or None, model_id=model_id,
-        params=json.loads(params_json), mode=mode,
+        params=json.loads(params_json), slide_params=json.loads(slide_params_json), mode=mode,
     )
     return results.evaluation
 
@@ -72,10 +74,14 @@ if annotations is None:
         "tumor outlines as annotations/<slide>.geojson or .xml (QuPath or ASAP)."
     )
 runs_key = tuple(sorted(summaries[n]["run_id"] for n in done))
+# Slides whose microns per pixel the user gave have runs of their own params.
+slide_params = {
+    n: run_params(loaded.tiling, float(m)) for n, m in zip(table["slide"], table["mpp"]) if n in labels and m is not None and not pd.isna(m)
+}
 try:
     result = evaluate(
         str(store.path), loaded.model_id, json.dumps(loaded.params, sort_keys=True), runs_key,
-        json.dumps(labels, sort_keys=True), str(annotations) if annotations else "", mode,
+        json.dumps(labels, sort_keys=True), str(annotations) if annotations else "", mode, json.dumps(slide_params, sort_keys=True),
     )
 except PathologyError as exc:
     st.error(f"The cohort cannot be evaluated: {exc}")
@@ -190,8 +196,10 @@ with st.expander("Download the figures and a cohort report"):
 
     # The download runs in another thread, without session state: bind everything it needs now.
     def report_html(store=store, labels=dict(labels), annotations=annotations,
-                    model_id=loaded.model_id, mode=mode, params=loaded.params, t=t) -> bytes:
-        cohort_results = evaluate_store_cohort(store, labels, annotations=annotations, model_id=model_id, mode=mode, params=params)
+                    model_id=loaded.model_id, mode=mode, params=loaded.params, slide_params=dict(slide_params), t=t) -> bytes:
+        cohort_results = evaluate_store_cohort(
+            store, labels, annotations=annotations, model_id=model_id, mode=mode, params=params, slide_params=slide_params,
+        )
         return render_cohort_report(cohort_results, t).encode()
 
     st.download_button(

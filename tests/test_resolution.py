@@ -186,3 +186,22 @@ def test_cli_predict_takes_the_mpp_of_an_image(tmp_path, capsys):
     # --level cuts by level instead: 64 level-0 px.
     assert main(["predict", "--model", str(checkpoint), str(image), "--db", str(db), "--device", "cpu", "--level", "0", "--csv", str(csv)]) == 0
     assert {line.split(",")[3] for line in csv.read_text().splitlines()[1:]} == {"64"}
+
+
+def test_store_evaluation_reads_each_slides_own_run_params(demo_cohort, tmp_path):
+    """A slide whose mpp the user gave has runs of its own params; the store evaluation finds them."""
+    from core.cohort import Cohort
+    from core.evaluation import evaluate_store_cohort
+
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    slides = sorted((demo_cohort / "slides").glob("*.tiff"))[:2]
+    tiling = TilingParams(patch_size=64, mpp=1.0)
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        predict_slide(slides[0], model, store, tiling, device="cpu")
+        predict_slide(slides[1], model, store, tiling, device="cpu", slide_mpp=0.5)  # given: its own params
+        cohort = Cohort((slides[0].stem, slides[1].stem), ("normal", "normal"))
+        with pytest.raises(Exception, match="no predictions"):
+            evaluate_store_cohort(store, cohort, params=run_params(tiling))
+        results = evaluate_store_cohort(store, cohort, params=run_params(tiling), slide_params={slides[1].stem: run_params(tiling, 0.5)})
+        assert set(results.predictions) == {s.stem for s in slides}

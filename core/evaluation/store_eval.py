@@ -8,6 +8,7 @@ records beside the evaluation, so a report can draw them without reading the sto
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Mapping
@@ -67,6 +68,7 @@ def evaluate_store_cohort(
     annotations: str | os.PathLike | Mapping[str, Any] | None = None,
     model_id: str | None = None,
     params: dict | None = None,
+    slide_params: Mapping[str, dict] | None = None,
     split: str | None = None,
     mode: str = "patch",
     mpp: float | None = None,
@@ -85,6 +87,8 @@ def evaluate_store_cohort(
             the evaluation says why).
         model_id: the model; None: the store's only model.
         params: only prediction runs with these tiling params; None: each slide's latest.
+        slide_params: per slide, other run params than ``params`` (e.g. a slide whose
+            microns per pixel the user gave has runs of its own params).
         split: evaluate only the cohort's slides of this split.
         mode: "patch" or "camelyon16" (:data:`core.evaluation.MODES`).
         mpp: Camelyon16 mode: microns per level-0 pixel of every slide, overriding all else.
@@ -109,6 +113,15 @@ def evaluate_store_cohort(
         cohort = cohort.select(split)
     all_predictions = store.predictions_for_model(model["id"], params)
     predictions = {s: all_predictions[s] for s in cohort.slides if s in all_predictions}
+    if slide_params:
+        by_params: dict[str, list[str]] = {}
+        for slide in cohort.slides:
+            if slide in slide_params:
+                by_params.setdefault(json.dumps(slide_params[slide], sort_keys=True), []).append(slide)
+                predictions.pop(slide, None)  # not the run of these params
+        for params_json, slides in by_params.items():
+            found = store.predictions_for_model(model["id"], json.loads(params_json))
+            predictions.update({s: found[s] for s in slides if s in found})
     if not predictions:
         raise EvaluationError(f"the store holds no complete prediction run of model {model['id']!r} on the cohort's slides")
     if annotations is None:
