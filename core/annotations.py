@@ -32,7 +32,9 @@ import io
 import json
 import math
 import os
+import sys
 import warnings
+import zlib
 import xml.etree.ElementTree as ET  # writing only; every parse goes through defusedxml
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -177,8 +179,12 @@ def read_geojson(path: PathLike) -> list[Annotation]:
 
     Raises:
         AnnotationError: missing, empty or non-JSON file; not GeoJSON; a polygon with fewer
-            than 3 distinct points or no area; non-numeric or non-finite coordinates; an
-            unknown geometry type; a bare non-polygonal geometry as the whole file.
+            than 3 distinct points or no area; non-numeric, non-finite or out-of-float-range
+            coordinates; an unknown geometry type; a bare non-polygonal geometry as the whole
+            file; truncated or corrupt gzip data. Limits: JSON nested deeper than Python's
+            recursion limit (~1000 levels; GeoJSON needs ~6) and integers of more than
+            ``sys.get_int_max_str_digits()`` (4300) digits are refused, as Python's json module
+            cannot read them.
     """
     p = Path(path)
     data = _read_bytes(p)
@@ -194,6 +200,18 @@ def read_geojson(path: PathLike) -> list[Annotation]:
         raise AnnotationError(
             f"{p}: not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
         ) from None
+    except RecursionError:
+        # json recurses once per nested list/object; GeoJSON needs about 6 levels.
+        raise AnnotationError(
+            f"{p}: the JSON is nested too deeply to read (more than about {sys.getrecursionlimit()} "
+            "levels; GeoJSON needs about 6)"
+        ) from None
+    except ValueError as exc:
+        if "digits" in str(exc):  # Python refuses integers longer than sys.get_int_max_str_digits()
+            raise AnnotationError(
+                f"{p}: holds a number with more than {sys.get_int_max_str_digits()} digits, not a pixel coordinate"
+            ) from None
+        raise AnnotationError(f"{p}: not JSON ({_first_line(exc)})") from None
 
     features = _geojson_features(p, doc)
     annotations: list[Annotation] = []
@@ -230,8 +248,9 @@ def read_asap_xml(path: PathLike) -> list[Annotation]:
     Geometries are in level-0 pixels.
 
     Raises:
-        AnnotationError: missing, empty or non-XML file; DTD entity declarations (refused
-            for safety); root element other than ``ASAP_Annotations``; an unknown
+        AnnotationError: missing, empty or non-XML file; an XML declaration naming an
+            unknown encoding; DTD entity declarations (refused for safety: XML bombs,
+            external files); root element other than ``ASAP_Annotations``; an unknown
             annotation type; a polygon with fewer than 3 distinct points or no area;
             non-numeric or non-finite coordinates.
     """
@@ -245,7 +264,8 @@ def read_asap_xml(path: PathLike) -> list[Annotation]:
         root = SafeET.fromstring(data, forbid_dtd=False, forbid_entities=True, forbid_external=True)
     except defusedxml.EntitiesForbidden:
         raise AnnotationError(
-            f"{p}: contains XML entity declarations; refused for safety"
+            f"{p}: contains XML entity declarations; refused for safety (an <!ENTITY> can expand "
+            "to gigabytes, an XML bomb, or read other files; ASAP files have none)"
         ) from None
     except defusedxml.DefusedXmlException as exc:
         raise AnnotationError(
@@ -254,6 +274,10 @@ def read_asap_xml(path: PathLike) -> list[Annotation]:
         ) from None
     except SafeET.ParseError as exc:
         raise AnnotationError(f"{p}: not XML ({exc})") from None
+    except LookupError as exc:  # expat: <?xml encoding="..."?> names an encoding Python does not know
+        raise AnnotationError(f"{p}: the XML declares a text encoding Python does not know ({exc}); save it as UTF-8") from None
+    except RecursionError:
+        raise AnnotationError(f"{p}: the XML is nested too deeply to read") from None
     if root.tag != "ASAP_Annotations":
         raise AnnotationError(
             f"{p}: root element is <{root.tag}>, expected <ASAP_Annotations> (ASAP XML)"
@@ -501,7 +525,9 @@ def _gunzip(p: Path, data: bytes) -> bytes:
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
             out = f.read(MAX_DECOMPRESSED_BYTES + 1)
-    except (OSError, EOFError) as exc:
+    except EOFError as exc:
+        raise AnnotationError(f"{p}: corrupt gzip data: truncated, the file was cut short ({exc})") from None
+    except (OSError, zlib.error) as exc:
         raise AnnotationError(f"{p}: corrupt gzip data ({exc})") from None
     if len(out) > MAX_DECOMPRESSED_BYTES:
         raise AnnotationError(f"{p}: decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes; refused")
@@ -623,15 +649,31 @@ def _position(where: str, k: int, pos: Any) -> tuple[float, float]:
     for value in (x, y):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise AnnotationError(f"{where}: coordinate {k} is not numeric: {_short(pos)}")
-    x, y = float(x), float(y)
+    try:
+        x, y = float(x), float(y)
+    except OverflowError:  # an integer beyond float's range (~1.8e308), e.g. 401 digits
+        raise AnnotationError(f"{where}: coordinate {k} is too large to be a pixel position: {_short(pos)}") from None
     if not (math.isfinite(x) and math.isfinite(y)):
         raise AnnotationError(f"{where}: coordinate {k} is not finite (NaN or infinite): {_short(pos)}")
     return x, y
 
 
 def _short(value: Any) -> str:
+    if isinstance(value, list):  # a huge integer's repr would take a while: show long numbers by their size
+        return "[" + ", ".join(_short_number(v) for v in value[:4]) + (", ...]" if len(value) > 4 else "]")
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _short_number(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value).bit_length() > 64:
+        return f"<an integer of {len(str(abs(value)))} digits>"  # json read it: within Python's digit limit
+    return _short(value)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _asap_number(where: str, text: str | None) -> float:

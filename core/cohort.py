@@ -22,6 +22,7 @@ No torch, no streamlit: the module is cheap to import.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -236,7 +237,7 @@ def parse_label(value: Any, slide: str, where: str = "") -> str | None:
         return None
     if key not in LABELS:
         prefix = f"{where}: " if where else ""
-        raise CohortError(f"{prefix}slide {slide!r}: label must be tumor (tumour, 1) or normal (0), got {value!r}")
+        raise CohortError(f"{prefix}slide {_short(slide)}: label must be tumor (tumour, 1) or normal (0), got {_short(value)}")
     return LABELS[key]
 
 
@@ -247,10 +248,16 @@ def _parse_mpp(text: str, where: str) -> float | None:
     try:
         value = float(text)
     except ValueError:
-        raise CohortError(f"{where}: mpp is not a number: {text!r}") from None
+        raise CohortError(f"{where}: mpp is not a number: {_short(text)}") from None
     if not math.isfinite(value) or value <= 0:
-        raise CohortError(f"{where}: mpp must be a positive number, got {text!r}")
+        raise CohortError(f"{where}: mpp must be a positive number, got {_short(text)}")
     return value
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """Return ``repr(value)`` cut to ``limit`` characters, with the full length: a cell may hold 10,000 digits."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}... ({len(str(value)):,} characters)"
 
 
 def read_cohort_rows(path: str | os.PathLike) -> list[CohortRow]:
@@ -263,16 +270,28 @@ def read_cohort_rows(path: str | os.PathLike) -> list[CohortRow]:
     an error).
 
     Raises:
-        CohortError: the file is missing or unreadable, lacks the slide or label column,
-            repeats a slide, names an empty slide, or holds a bad label or mpp.
+        CohortError: the file is missing or unreadable, not UTF-8 text (UTF-16 is named as
+            such), holds a NUL byte, lacks the slide or label column, repeats a slide, names
+            an empty slide, or holds a bad label or mpp (long values are cut in the message).
     """
     table = Path(path)
     try:
         with open(table, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
+            text = handle.read()
+        if "\x00" in text:  # a binary file, or UTF-16 without its byte-order mark
+            line = text.count("\n", 0, text.index("\x00")) + 1
+            raise CohortError(
+                f"cannot read cohort file {table}: line {line} contains a NUL byte (a binary file, or text in UTF-16?); "
+                "save it as UTF-8 text"
+            )
+        rows = list(csv.reader(io.StringIO(text, newline="")))
     except FileNotFoundError:
         raise CohortError(f"cohort file not found: {table}") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:
+        raise CohortError(f"cannot read cohort file {table}: {_not_utf8(table, exc)}") from None
+    except csv.Error as exc:
+        raise CohortError(f"cannot read cohort file {table}: {exc}") from None
+    except OSError as exc:
         raise CohortError(f"cannot read cohort file {table}: {exc}") from None
     numbered = [(line, r) for line, r in enumerate(rows, start=1) if any(cell.strip() for cell in r)]
     if not numbered:
@@ -293,7 +312,7 @@ def read_cohort_rows(path: str | os.PathLike) -> list[CohortRow]:
         if not slide:
             raise CohortError(f"{where}: empty slide name")
         if slide in seen:
-            raise CohortError(f"{where}: the cohort lists slide {slide!r} more than once")
+            raise CohortError(f"{where}: the cohort lists slide {_short(slide)} more than once")
         seen.add(slide)
         label = parse_label(row[col["label"]], slide, where)
         split = (row[col["split"]].strip() or None) if "split" in col else None
@@ -308,6 +327,18 @@ def read_cohort_rows(path: str | os.PathLike) -> list[CohortRow]:
     if not result:
         raise CohortError(f"{table}: the cohort lists no slides")
     return result
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
+    """Return why a table is not UTF-8 text, naming UTF-16 (what Excel's "Unicode text" writes) when its mark says so."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        head = b""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "it is UTF-16 text; save it as UTF-8 (CSV UTF-8)"
+    return f"it is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position {exc.start}); save it as UTF-8"
 
 
 def folder_rows(root: str | os.PathLike) -> list[CohortRow]:

@@ -321,15 +321,9 @@ def save_checkpoint(path: str | os.PathLike, model: PatchClassifier, metadata: d
         raise ValueError(f"metadata says arch {meta['arch']!r} but the model is {model.arch!r}")
     if meta["input_range"] != "0-1":
         raise ValueError(f"metadata input_range must be '0-1', got {meta['input_range']!r}")
-    patch_size = meta.get("patch_size")
-    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size <= 0:
-        raise ValueError(f"metadata needs 'patch_size', a positive int in pixels; got {patch_size!r}")
-    if "level" not in meta and "mpp" not in meta:
-        raise ValueError("metadata needs 'level' (int) or 'mpp' (float or None): the scale the model was trained at")
-    if "level" in meta and (isinstance(meta["level"], bool) or not isinstance(meta["level"], int)):
-        raise ValueError(f"metadata 'level' must be an int, got {meta['level']!r}")
-    if "mpp" in meta and meta["mpp"] is not None and (isinstance(meta["mpp"], bool) or not isinstance(meta["mpp"], (int, float))):
-        raise ValueError(f"metadata 'mpp' must be a float or None, got {meta['mpp']!r}")
+    problem = _scale_problem(meta)
+    if problem:
+        raise ValueError(problem)
 
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     model_id = model_id_of(state)
@@ -405,6 +399,9 @@ def load_checkpoint(
     metadata = data.get("metadata")
     if not isinstance(metadata, dict):
         raise CheckpointError(f"{what} '{path}' has no metadata dict")
+    problem = _scale_problem(metadata)
+    if problem:  # without it patches would be cut at a guessed size: refuse instead
+        raise CheckpointError(f"{what} '{path}' has unusable metadata: {problem}")
 
     model = PatchClassifier(arch)
     problem = _state_dict_mismatch(model.state_dict(), state)
@@ -449,9 +446,22 @@ def _torch_load_data(path: Path, what: str, map_location: Any) -> Any:
             ) from None
         raise CheckpointError(f"{what} '{path}' is corrupt or not a PyTorch file") from None
     except Exception as exc:  # truncated zip (RuntimeError), garbage (EOFError, KeyError, ...): all mean unreadable
+        if _zip_without_pickle(path):
+            raise CheckpointError(
+                f"{what} '{path}' is a zip archive but not a PyTorch file (it holds no data.pkl)"
+            ) from None
         raise CheckpointError(
             f"{what} '{path}' is corrupt, truncated or not a PyTorch file ({type(exc).__name__}: {_one_line(exc)})"
         ) from None
+
+
+def _zip_without_pickle(path: Path) -> bool:
+    """Return True for a readable zip archive that holds no ``data.pkl`` (what torch.save writes)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return not any(name.endswith("data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
 
 
 _CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"}
@@ -479,6 +489,33 @@ def _pickle_needs_code(path: Path, limit: int = 64 << 20) -> bool:
         return found
     except Exception:  # not parseable as a pickle: garbage, so "needs code" is False
         return False
+
+
+def _scale_problem(meta: Mapping[str, Any]) -> str:
+    """Return what is wrong with the patch scale a checkpoint's metadata records, or "".
+
+    ``patch_size`` must be a positive int (px), and ``level`` (an int >= 0) and/or ``mpp``
+    (a positive finite number, or None) must say the scale the model was trained at: every
+    prediction cuts its patches by them, so a checkpoint without them is refused rather than
+    run at a guessed size.
+    """
+    patch_size = meta.get("patch_size")
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size <= 0:
+        return f"metadata needs 'patch_size', a positive int in pixels; got {_short_repr(patch_size)}"
+    if "level" not in meta and "mpp" not in meta:
+        return "metadata needs 'level' (int) or 'mpp' (float or None): the scale the model was trained at"
+    level = meta.get("level")
+    if "level" in meta and (isinstance(level, bool) or not isinstance(level, int) or level < 0):
+        return f"metadata 'level' must be an int >= 0, got {_short_repr(level)}"
+    mpp = meta.get("mpp")
+    if mpp is not None and (isinstance(mpp, bool) or not isinstance(mpp, (int, float)) or not 0 < mpp < float("inf")):
+        return f"metadata 'mpp' must be a positive number of microns per pixel or None, got {_short_repr(mpp)}"
+    return ""
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value) if not isinstance(value, int) or abs(value).bit_length() < 200 else "<a huge integer>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _state_dict_mismatch(expected: Mapping[str, Tensor], given: Mapping[str, Tensor]) -> str:

@@ -14,8 +14,11 @@ refuses every later call on it.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,20 @@ SUPPORTED_HINT = (
     "Philips .tiff, Sakura .svslide, Ventana .bif/.tif, Zeiss .czi, DICOM .dcm, generic tiled "
     "TIFF; plus plain PNG/JPEG images"
 )
+
+
+#: A thumbnail's source level larger than this (px) is read piece by piece, not whole (RGBA: 256 MB).
+THUMBNAIL_DIRECT_PIXELS = 64_000_000
+#: Largest level (px) read to make a thumbnail (about a minute of decoding); larger ones are refused.
+THUMBNAIL_MAX_PIXELS = 2_000_000_000
+_THUMBNAIL_PIECE = 4096
+
+# PIL modes of more than 8 bits per sample: 16-bit grey (PNG, TIFF) and 32-bit integer / float.
+_WIDE_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+
+
+class UnsupportedImageError(ValueError):
+    """A plain image whose pixels cannot be shown as 8-bit RGB (32-bit float or integer data)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,99 @@ def rgba_to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
     return blended.astype(np.uint8)
 
 
+def image_rgb(image: Image.Image) -> np.ndarray:
+    """Return a decoded PIL image of any mode as H x W x 3 uint8 RGB, transparency composited on white.
+
+    16-bit grey images (PIL modes ``I;16*``, and ``I`` holding values up to 65535, which is
+    how PIL opens a 16-bit PNG) are scaled to 8 bits (value / 257), not clipped: PIL's own
+    ``convert`` would turn every value above 255 white. 16-bit RGB(A) files are already
+    reduced to 8 bits by PIL when they are opened.
+
+    Raises:
+        UnsupportedImageError: 32-bit float data, or integer data beyond 16 bits: there is no
+            one right way to show them as colours.
+    """
+    if image.mode in _WIDE_MODES:
+        if image.mode == "F":
+            raise UnsupportedImageError(
+                "it holds 32-bit floating-point pixels, which have no standard colour scale; save it as 8- or 16-bit RGB"
+            )
+        values = np.asarray(image)
+        if values.size and (int(values.min()) < 0 or int(values.max()) > 65535):
+            raise UnsupportedImageError(
+                f"it holds 32-bit integer pixels (values {int(values.min())}..{int(values.max())}); only 8- and 16-bit images are read"
+            )
+        grey = ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # round(v / 257)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode not in ("RGB", "RGBA", "L"):
+        image = image.convert("RGBA")
+    return rgba_to_rgb(image)
+
+
+def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Return a plain image file (PNG, JPEG, TIFF, ...) as H x W x 3 uint8 RGB (see :func:`image_rgb`).
+
+    Images of more than ``PIL.Image.MAX_IMAGE_PIXELS`` (~89 Mpx, ~270 MB decoded) are refused
+    from their header, before anything is decoded: a few bytes can claim gigapixels.
+
+    Raises:
+        SlideError: not found, not an image, damaged, too large, or of unsupported pixel data.
+    """
+    p = Path(path)
+    if not p.is_file():
+        if p.is_symlink() and not p.exists():
+            raise SlideError(_link_problem(p, "an image"))
+        raise SlideError(f"image '{p}' not found" if not p.exists() else f"image '{p}' is not a file (a folder or device)")
+    try:
+        with warnings.catch_warnings():
+            # PIL warns above MAX_IMAGE_PIXELS (a multi-line warning on the CLI's stderr); refused below instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(p)
+        with im:
+            width, height = im.size
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and width * height > limit:
+                raise SlideError(
+                    f"cannot read image '{p}': it is {width} x {height} px, more than the {limit:,} px read as one "
+                    "image; crop it, or open it as a slide (a tiled pyramidal TIFF)"
+                )
+            im.load()
+            return image_rgb(im)
+    except UnsupportedImageError as exc:
+        raise SlideError(f"cannot read image '{p}': {exc}") from None
+    except UnidentifiedImageError:
+        raise SlideError(f"cannot read image '{p}': not an image file PIL can decode (PNG, JPEG, TIFF, ...)") from None
+    except Image.DecompressionBombError as exc:  # PIL's own check, at twice MAX_IMAGE_PIXELS, while opening
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(claimed.group(1)):,} px" if claimed else "gigapixels"
+        raise SlideError(
+            f"cannot read image '{p}': its header claims {size}, more than the {Image.MAX_IMAGE_PIXELS:,} px read as one "
+            "image (a decompression bomb?); crop it, or open it as a slide (a tiled pyramidal TIFF)"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise SlideError(f"cannot read image '{p}': the file is damaged or truncated ({exc})") from None
+
+
+def _starts_like_tiff(path: Path) -> bool:
+    """Return True when the file begins with a TIFF or BigTIFF signature (so "damaged" says more than "unknown format")."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return False
+    return head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _link_problem(path: Path, what: str = "a slide") -> str:
+    """Return why the symbolic link ``path`` leads nowhere: a loop, or a missing target."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{path} is a symbolic link loop (it leads back to itself), not {what}"
+    return f"{path} is a broken symbolic link (its target {os.readlink(path)} does not exist), not {what}"
+
+
 class Slide:
     """An open whole-slide image; use ``open_slide`` to get a cached, shared handle."""
 
@@ -113,6 +223,8 @@ class Slide:
     # -- opening ---------------------------------------------------------------------------
     def _check_file(self) -> None:
         if not self.path.exists():
+            if self.path.is_symlink():
+                raise SlideError(_link_problem(self.path))
             raise SlideError(f"slide not found: {self.path}")
         if not self.path.is_file():
             raise SlideError(f"not a slide file (it is a folder or device): {self.path}")
@@ -127,16 +239,27 @@ class Slide:
         try:
             if fmt is not None:
                 return openslide.OpenSlide(str(self.path))
-            # Decode a plain image up front, so a damaged one fails here and not mid-analysis.
-            image = Image.open(self.path)
-            image.load()
+            # Decode a plain image up front, so a damaged one fails here and not mid-analysis. Up to twice
+            # MAX_IMAGE_PIXELS (~179 Mpx, ~540 MB) is read; PIL's warning about it would only clutter stderr.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(self.path)
+                image.load()
+            if image.mode in _WIDE_MODES:  # 16-bit grey: ImageSlide's RGBA conversion would clip it to white
+                image = Image.fromarray(image_rgb(image), "RGB")
             return openslide.ImageSlide(image)
         except openslide.OpenSlideUnsupportedFormatError:
             raise SlideError(f"{self.path.name} is not a slide format OpenSlide can read ({SUPPORTED_HINT})") from None
         except openslide.OpenSlideError as exc:
             raise SlideError(f"cannot open {self.path.name}: unsupported or corrupt slide ({exc})") from None
         except UnidentifiedImageError:
+            if _starts_like_tiff(self.path):
+                raise SlideError(
+                    f"{self.path.name} starts like a TIFF but neither OpenSlide nor PIL can read it: it is damaged or truncated"
+                ) from None
             raise SlideError(f"{self.path.name} is neither a slide nor an image OpenSlide can read ({SUPPORTED_HINT})") from None
+        except UnsupportedImageError as exc:
+            raise SlideError(f"cannot open {self.path.name}: {exc}") from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise SlideError(f"cannot open {self.path.name}: the file is damaged or truncated ({exc})") from None
         except Image.DecompressionBombError:
@@ -263,8 +386,23 @@ class Slide:
         return self.read_region((0, 0), level, (width, height))
 
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
-        """Return an RGB thumbnail whose longer side is at most ``max_size`` pixels."""
+        """Return an RGB thumbnail whose longer side is at most ``max_size`` pixels.
+
+        OpenSlide reads the whole level it shrinks, which for a single-level slide is the
+        full-resolution image (a 100000 x 100000 px TIFF: 40 GB). A level of more than
+        :data:`THUMBNAIL_DIRECT_PIXELS` is therefore read piece by piece (4096 px squares,
+        ~64 MB each, each shrunk at once), and one of more than :data:`THUMBNAIL_MAX_PIXELS`
+        is refused: reading it would take minutes for a picture; a pyramid makes it instant.
+
+        Raises:
+            SlideError: the slide cannot be decoded, or it has no level small enough to read.
+        """
         osr = self._live()
+        downsample = max(self.dimensions[0] / max_size, self.dimensions[1] / max_size, 1.0)
+        level = self.best_level_for_downsample(downsample)
+        width, height = self.level_dimensions[level]
+        if width * height > THUMBNAIL_DIRECT_PIXELS:
+            return self._thumbnail_by_pieces(level, max_size)
         try:
             if self._lock is not None:
                 with self._lock:
@@ -276,6 +414,33 @@ class Slide:
             _evict(self)
             raise SlideError(f"cannot decode {self.name} for a thumbnail: {exc} (the file is damaged)") from None
         return rgba_to_rgb(image.convert("RGBA") if image.mode not in ("RGB", "RGBA") else image)
+
+    def _thumbnail_by_pieces(self, level: int, max_size: int) -> np.ndarray:
+        """Return the thumbnail of ``level`` read as 4096 px squares, each shrunk into place (bounded memory)."""
+        width, height = self.level_dimensions[level]
+        if width * height > THUMBNAIL_MAX_PIXELS:
+            raise SlideError(
+                f"{self.name} has no level small enough for a low-resolution view (tissue mask, thumbnail): its smallest level is "
+                f"{width} x {height} px ({width * height / 1e6:,.0f} Mpx), and at most {THUMBNAIL_MAX_PIXELS / 1e6:,.0f} Mpx "
+                "are read to make one; save it as a tiled pyramidal TIFF "
+                "(e.g. vips tiffsave IN OUT.tiff --tile --pyramid --compression jpeg)"
+            )
+        scale = min(max_size / width, max_size / height, 1.0)
+        out_w, out_h = max(1, round(width * scale)), max(1, round(height * scale))
+        out = np.empty((out_h, out_w, 3), dtype=np.uint8)
+        step = _THUMBNAIL_PIECE
+        downsample = self.level_downsamples[level]
+        for y in range(0, height, step):
+            y0, y1 = round(y * out_h / height), round(min(y + step, height) * out_h / height)
+            for x in range(0, width, step):
+                x0, x1 = round(x * out_w / width), round(min(x + step, width) * out_w / width)
+                if x1 <= x0 or y1 <= y0:
+                    continue
+                piece = self.read_region(
+                    (round(x * downsample), round(y * downsample)), level, (min(step, width - x), min(step, height - y))
+                )
+                out[y0:y1, x0:x1] = np.asarray(Image.fromarray(piece).resize((x1 - x0, y1 - y0), Image.Resampling.BOX))
+        return out
 
     def associated_image(self, name: str) -> np.ndarray:
         """Return an associated image (label, macro, thumbnail, ...) as RGB uint8."""

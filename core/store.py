@@ -388,6 +388,12 @@ class ResultStore:
                 conn.execute("ROLLBACK")
                 raise
         except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+                # Refused while reading the schema, before anything is written.
+                raise StoreError(
+                    f"cannot open results store {self._name}: it is damaged or not a results store (SQLite: {exc}); "
+                    "it was left unchanged"
+                ) from exc
             raise StoreError(f"cannot open results store {self._name}: {exc}") from exc
 
     def _check_schema(self, conn: sqlite3.Connection) -> bool:

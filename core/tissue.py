@@ -108,6 +108,11 @@ def tissue_mask(slide: Slide, *, max_size: int = 2048, min_object_area: float = 
             pyramid level that fits, else a thumbnail of that size).
         min_object_area: tissue specks and holes smaller than this many level-0 square
             pixels are removed / filled.
+
+    Raises:
+        SlideError: the slide cannot be decoded, or it has no level small enough to make the
+            low-resolution view from (a single-level image of more than 2 Gpx; see
+            :meth:`core.slide_io.Slide.thumbnail`, which reads large levels piece by piece).
     """
     level = mask_level(slide, max_size)
     width0, height0 = slide.dimensions

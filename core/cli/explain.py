@@ -179,18 +179,12 @@ def _read_patch(args: argparse.Namespace, metadata: dict):
     if args.image is not None:
         if any(v is not None for v in (args.x, args.y, args.level, args.size, args.mpp)):
             raise CommandError("--x, --y, --level, --size and --mpp go with SLIDE, not with --image")
-        from PIL import Image, UnidentifiedImageError
+        from core.slide_io import read_image_rgb
 
-        from core.slide_io import rgba_to_rgb
-
-        if not args.image.is_file():
+        if not args.image.exists() and not args.image.is_symlink():
             raise ExplainError(f"patch image '{args.image}' not found")
-        try:
-            with Image.open(args.image) as im:
-                image = rgba_to_rgb(np.asarray(im.convert("RGBA")))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ExplainError(f"cannot read patch image '{args.image}': {exc}") from None
-        return image, {"image": str(args.image)}
+        # 16-bit grey is scaled to 8 bits; float data and images of more than PIL's ~89 Mpx are refused.
+        return read_image_rgb(args.image), {"image": str(args.image)}
     if args.x is None or args.y is None:
         raise CommandError("SLIDE needs --x and --y (level-0 px of the patch's top-left corner)")
     from core.slide_io import open_slide

@@ -36,7 +36,11 @@ def read_predictions_csv(path: str | os.PathLike) -> dict:
             first = handle.readline()
     except FileNotFoundError:
         raise EvaluationError(f"predictions file not found: {p}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        utf16 = _first_bytes(p).startswith((b"\xff\xfe", b"\xfe\xff"))
+        what = "it is UTF-16 text" if utf16 else f"it is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position {exc.start})"
+        raise EvaluationError(f"cannot read predictions file {p}: {what}; save it as UTF-8") from None
+    except OSError as exc:
         raise EvaluationError(f"cannot read predictions file {p}: {exc}") from None
     header = tuple(h.strip() for h in next(csv.reader([first]), []))
     if header != PREDICTIONS_HEADER:
@@ -97,6 +101,15 @@ def read_predictions_csv(path: str | os.PathLike) -> dict:
             a.flags.writeable = False
         out[str(names[codes[start]])] = PatchPredictions(str(names[codes[start]]), *arrays)
     return out
+
+
+def _first_bytes(p: Path, n: int = 4) -> bytes:
+    """Return the first ``n`` bytes of a file (b"" when it cannot be read): to name its encoding in a message."""
+    try:
+        with open(p, "rb") as handle:
+            return handle.read(n)
+    except OSError:
+        return b""
 
 
 def _whole_pixels(values: np.ndarray, name: str, p: Path) -> np.ndarray:

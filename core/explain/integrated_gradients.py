@@ -36,6 +36,8 @@ class IntegratedGradientsExplainer(Explainer):
     name = "ig"
     signed = True
     pixel_gradient = True
+    bytes_per_pixel = 2000  # per path point in a batch (measured ~1.7 kB, VGG16 fp32)
+    batch_params = ("batch_size", "n_steps")
     defaults = {"target": "cancer", "baseline": "white", "blur_sigma": 10.0, "n_steps": 50, "batch_size": 10, "precision": "fp32"}
     choices = {"baseline": ("white", "black", "blurred")}
 

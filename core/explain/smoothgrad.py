@@ -38,6 +38,8 @@ class SmoothGradExplainer(Explainer):
 
     name = "smoothgrad"
     pixel_gradient = True
+    bytes_per_pixel = 2000  # per noisy copy in a batch (measured ~1.8 kB, VGG16 fp32)
+    batch_params = ("batch_size", "n_samples")
     defaults = {"target": "cancer", "n_samples": 25, "noise": 0.15, "batch_size": 8, "reduce": "max", "seed": 0, "precision": "fp32"}
     choices = {"reduce": ("max", "mean")}
 
