@@ -258,7 +258,7 @@ def test_bad_inputs_are_errors():
     with pytest.raises(CohortError, match="'T1': label must be tumor"):
         evaluate_cohort(preds, {"T1": "maybe"}, tumors)
     with pytest.raises(EvaluationError, match="needs the microns per pixel.*'T1'"):
-        evaluate_cohort(preds, cohort, tumors, mode="camelyon16")
+        evaluate_cohort(preds, cohort, tumors, mode="camelyon16-polygons")
 
 
 def test_tumor_slide_without_annotations_warns_and_leaves_patch_level():
@@ -376,7 +376,7 @@ def test_vectorized_nms_equals_the_sequential_definition(monkeypatch):
             assert nms_detections(x, y, p, 15.0).tolist() == sequential(x, y, p, 15.0)
 
 
-def test_camelyon16_mode_hand_case():
+def test_camelyon16_polygon_mode_hand_case():
     preds = {
         "T": centred(
             [(1300, 1300), (2000, 1300), (1300, 1450), (4050, 4050), (6650, 1300), (8000, 8000), (1650, 1300)],
@@ -387,9 +387,9 @@ def test_camelyon16_mode_hand_case():
     # NMS radius 100 um = 200 px: (1300, 1450) is suppressed by (1300, 1300).
     # AB (merged) scores 0.9, D 0.3 (a detection in its dilated margin, outside D itself);
     # the ITC's 0.95 is ignored; FPs 0.7 (tumor slide, outside tumors), 0.4, 0.2; AvgFP over 2 slides.
-    result = evaluate_cohort(preds, {"T": "tumor", "N": "normal"}, {"T": [A, B, C, D]}, mode="camelyon16", mpp=MPP, nms_radius_um=100)
+    result = evaluate_cohort(preds, {"T": "tumor", "N": "normal"}, {"T": [A, B, C, D]}, mode="camelyon16-polygons", mpp=MPP, nms_radius_um=100)
     froc = result.froc
-    assert result.mode == "camelyon16" and froc.n_tumors == 2 and froc.n_fp_slides == 2
+    assert result.mode == "camelyon16-polygons" and froc.n_tumors == 2 and froc.n_fp_slides == 2
     assert result.camelyon.n_itc == 1 and result.camelyon.n_detections == 8 and result.camelyon.n_fp_detections == 3
     np.testing.assert_allclose(froc.thresholds, [0.9, 0.7, 0.4, 0.3, 0.2])
     np.testing.assert_allclose(froc.sensitivity, [0.5, 0.5, 0.5, 1, 1])
@@ -400,7 +400,7 @@ def test_camelyon16_mode_hand_case():
     patch_mode = evaluate_cohort(preds, {"T": "tumor", "N": "normal"}, {"T": [A, B, C, D]})
     assert patch_mode.n_tumors == 4 and patch_mode.froc.n_fp_slides == 1
     data = result.to_dict(0.5)
-    assert data["mode"] == "camelyon16" and data["camelyon16"]["n_itc"] == 1
+    assert data["mode"] == "camelyon16-polygons" and data["camelyon16"]["n_itc"] == 1
     json.dumps(data, allow_nan=False)
 
 
@@ -507,9 +507,16 @@ def test_cli_in_process_camelyon16_and_store(demo_eval, capsys):
 
     demo, preds_csv, rows, out = demo_eval
     common = ["--annotations", str(demo / "annotations"), "--cohort", str(demo / "cohort.csv")]
-    assert main(["evaluate", "--predictions", str(preds_csv), *common, "--mode", "camelyon16", "--slides", str(demo / "slides"), "--json", str(out / "c.json")]) == 0
+    assert main(["evaluate", "--predictions", str(preds_csv), *common, "--mode", "camelyon16-polygons", "--slides", str(demo / "slides"), "--json", str(out / "c.json")]) == 0
     data = json.loads((out / "c.json").read_text())
-    assert data["mode"] == "camelyon16" and set(data["camelyon16"]["mpp"].values()) == {0.5}
+    assert data["mode"] == "camelyon16-polygons" and set(data["camelyon16"]["mpp"].values()) == {0.5}
+    # The official mode measures at 0.243 um/px unless told, and says where a slide's own differs.
+    capsys.readouterr()
+    assert main(["evaluate", "--predictions", str(preds_csv), *common, "--mode", "camelyon16", "--slides", str(demo / "slides"), "--json", str(out / "o.json")]) == 0
+    assert "warning: Camelyon16 mode measures in microns at 0.243 um/px, but 4 slide(s) have another resolution" in capsys.readouterr().err
+    assert set(json.loads((out / "o.json").read_text())["camelyon16"]["mpp"].values()) == {0.243}
+    assert main(["evaluate", "--predictions", str(preds_csv), *common, "--mode", "camelyon16", "--mpp", "0.5", "--json", str(out / "o.json")]) == 0
+    assert set(json.loads((out / "o.json").read_text())["camelyon16"]["mpp"].values()) == {0.5}
     # The same predictions through the results store give the same numbers.
     by_slide = read_predictions_csv(preds_csv)
     with ResultStore(out / "results.sqlite") as store:
@@ -551,8 +558,8 @@ def test_cli_errors_are_one_line_exit_2(demo_eval, tmp_path, capsys):
     assert main(["evaluate", "--predictions", str(full), "--annotations", str(annotations), "--cohort", str(demo / "cohort.csv")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and f"{dropped}.geojson" in err
-    # Camelyon16 mode without any mpp source.
-    assert main(["evaluate", "--predictions", str(full), *common, "--mode", "camelyon16"]) == 2
+    # The polygon variant of Camelyon16 mode without any mpp source.
+    assert main(["evaluate", "--predictions", str(full), *common, "--mode", "camelyon16-polygons"]) == 2
     assert "mpp" in capsys.readouterr().err
 
 

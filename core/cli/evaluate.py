@@ -33,8 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_inner_fraction(parser, default=DEFAULT_INNER_FRACTION, shown=DEFAULT_INNER_FRACTION)
     common.add_threshold(parser)
     common.add_mode(parser)
-    parser.add_argument("--mpp", type=float, help="camelyon16: microns per level-0 pixel of every slide")
-    parser.add_argument("--slides", type=Path, metavar="DIR", help="camelyon16: folder of the slide files, to read each slide's mpp")
+    parser.add_argument(
+        "--mpp", type=float,
+        help="Camelyon16 modes: microns per level-0 pixel of every slide (camelyon16 default: the official 0.243, "
+        "which makes the score comparable with the challenge's; camelyon16-polygons default: each slide's own)",
+    )
+    parser.add_argument(
+        "--slides", type=Path, metavar="DIR",
+        help="Camelyon16 modes: folder of the slide files, to read each slide's own mpp (camelyon16: to warn where it differs)",
+    )
     common.add_nms_radius_um(parser)
     common.add_allow_missing(parser)
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the full report (with the FROC points) as JSON")
@@ -70,14 +77,14 @@ def _evaluate_csv(args: argparse.Namespace, full, cohort):
         # Slides of other splits are expected in the predictions: not worth a warning.
         others = set(full.slides) - set(cohort.slides)
         predictions = {s: p for s, p in predictions.items() if s not in others}
-    if args.mode == "camelyon16" and args.mpp is None and args.slides is not None:
+    if args.mode != "patch" and args.mpp is None and args.slides is not None:
         cohort = cohort.with_mpp(_slide_mpp(args.slides, [s for s, m in zip(cohort.slides, cohort.mpp) if m is None]))
     tumors = load_cohort_tumors(args.annotations, cohort.slides)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EvaluationWarning)  # printed below from result.warnings
         return evaluate_cohort(
             predictions, cohort, tumors, inner_fraction=args.inner_fraction, mode=args.mode,
-            mpp=args.mpp if args.mode == "camelyon16" else None, nms_radius_um=args.nms_radius_um,
+            mpp=args.mpp if args.mode != "patch" else None, nms_radius_um=args.nms_radius_um,
             allow_missing=args.allow_missing,
         )
 
@@ -91,11 +98,11 @@ def _evaluate_store(args: argparse.Namespace, cohort):
         raise EvaluationError(f"results store not found: {args.db}")
     with ResultStore(args.db) as store:
         extra = None
-        if args.mode == "camelyon16" and args.mpp is None and args.slides is not None:
+        if args.mode != "patch" and args.mpp is None and args.slides is not None:
             extra = _slide_mpp(args.slides, [s for s, m in zip(cohort.slides, cohort.mpp) if m is None])
         results = evaluate_store_cohort(
             store, cohort, annotations=args.annotations, model_id=args.model, mode=args.mode,
-            mpp=args.mpp if args.mode == "camelyon16" else None, extra_mpp=extra, inner_fraction=args.inner_fraction,
+            mpp=args.mpp if args.mode != "patch" else None, extra_mpp=extra, inner_fraction=args.inner_fraction,
             nms_radius_um=args.nms_radius_um, allow_missing=args.allow_missing,
         )
     return results.evaluation
@@ -107,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
     from core.evaluation import EvaluationError
 
     common.check_threshold(args.threshold)
-    if args.mode != "camelyon16" and (args.mpp or args.slides or args.nms_radius_um):
-        raise CommandError("--mpp, --slides and --nms-radius-um only apply to --mode camelyon16")
+    if args.mode == "patch" and (args.mpp or args.slides or args.nms_radius_um):
+        raise CommandError("--mpp, --slides and --nms-radius-um only apply to the Camelyon16 modes")
     full = read_cohort(args.cohort)
     cohort = full.select(args.split) if args.split else full
     result = _evaluate_csv(args, full, cohort) if args.predictions is not None else _evaluate_store(args, cohort)

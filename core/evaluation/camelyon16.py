@@ -45,9 +45,15 @@ from shapely.geometry.base import BaseGeometry
 from core.errors import EvaluationError
 
 __all__ = [
+    "CAMELYON16_MPP",
+    "MASK_LEVEL",
     "NMS_RADIUS_PATCH_SIDES",
     "CamelyonDetails",
     "Camelyon16Mode",
+    "Camelyon16PolygonMode",
+    "evaluation_mask",
+    "itc_labels",
+    "official_froc",
     "DILATION_UM",
     "ITC_MAJOR_AXIS_UM",
     "EvaluationRegions",
@@ -60,6 +66,10 @@ __all__ = [
 DILATION_UM = 75.0
 #: Regions whose major axis (after dilation) is below this many um are isolated tumor cells.
 ITC_MAJOR_AXIS_UM = 275.0
+#: The level-0 resolution the official script assumes for every slide (L0_RESOLUTION), um/px.
+CAMELYON16_MPP = 0.243
+#: The pyramid level of the official evaluation mask: 2**5 = 32 level-0 pixels per mask pixel.
+MASK_LEVEL = 5
 #: Default NMS radius, in patch sides: the 8 grid neighbours of a detection (centres 1 and
 #: sqrt(2) sides away) are suppressed.
 NMS_RADIUS_PATCH_SIDES = 1.5
@@ -337,10 +347,15 @@ def detections(x, y, w, h, prob, mpp: float, nms_radius_um: float | None) -> np.
     return nms_detections(x + w / 2, y + h / 2, prob, radius)
 
 
-class Camelyon16Mode:
-    """Camelyon16's FROC: NMS detections against dilated tumors, ITCs ignored, FPs over all slides."""
+class Camelyon16PolygonMode:
+    """Camelyon16's rules on exact polygons (``mode="camelyon16-polygons"``; not the official numbers).
 
-    name = "camelyon16"
+    Detections against tumors buffered by 37.5 um as polygons, ITCs by exact moments: free of
+    the official level-5 raster's pixel effects, so it differs from the leaderboard's numbers
+    by up to a few hundredths. :class:`Camelyon16Mode` is the official computation.
+    """
+
+    name = "camelyon16-polygons"
     #: What the AvgFP's denominator counts (for the reason of an undefined score).
     fp_slides_kind = "slides"
 
@@ -377,6 +392,202 @@ class Camelyon16Mode:
     def n_fp_slides(self, is_tumor: np.ndarray, patch_slides: Sequence[str]) -> int:
         """Return the AvgFP's denominator: every slide whose patches are evaluated."""
         return len(patch_slides)
+
+    def details(self) -> CamelyonDetails:
+        """Return what this mode counted (call after every slide is scored)."""
+        return CamelyonDetails(
+            self.n_itc, self.n_detections, self.n_fp_detections, DILATION_UM, ITC_MAJOR_AXIS_UM, self.nms_radius_um, self.mpp
+        )
+
+
+# =========================================================================== the official raster method
+
+
+def evaluation_mask(
+    tumors: Sequence[BaseGeometry], resolution: float, dimensions: tuple[int, int] | None = None, level: int = MASK_LEVEL
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Return the official evaluation mask of one slide's tumors (labels, 8-connectivity) and its offset.
+
+    The official script works on the ground-truth mask at level 5 (``computeEvaluationMask``);
+    that mask, written by ASAP's AnnotationToMask, takes at level-5 pixel (row i, column j)
+    the value of the level-0 pixel (32 j, 32 i). So pixel (i, j) is tumor iff the level-0
+    point (32 j, 32 i) lies inside a tumor polygon and outside its holes (the ``_2``
+    exclusions), as ``skimage.draw.polygon`` decides for the polygons scaled by 1/32. Then, as
+    the script: Euclidean distance to the tumor < ``75 / (resolution * 2**level * 2)`` pixels,
+    holes filled, regions labelled with 8-connectivity.
+
+    Only the window around the tumors is computed (the distance threshold plus a margin on
+    every side, clipped at 0 and at the slide's level-5 size ``ceil(dimension / 32)`` when
+    ``dimensions`` is given); every step is local to it, so the labels equal the full mask's.
+
+    Returns:
+        (labels, (i0, j0)): int32 labels of the window, 0 = outside; level-5 pixel (i, j) of
+        the full mask is ``labels[i - i0, j - j0]`` when inside the window, else 0.
+    """
+    from scipy import ndimage
+    from skimage import draw, measure
+
+    scale = 2**level
+    geoms = [g for t in tumors for g in (t.geoms if isinstance(t, MultiPolygon) else [t]) if not g.is_empty]
+    if not geoms:
+        return np.zeros((0, 0), dtype=np.int32), (0, 0)
+    threshold = 75 / (resolution * scale * 2)  # level-`level` pixels, as the script
+    pad = int(math.ceil(threshold)) + 2
+    minx = min(g.bounds[0] for g in geoms)
+    miny = min(g.bounds[1] for g in geoms)
+    maxx = max(g.bounds[2] for g in geoms)
+    maxy = max(g.bounds[3] for g in geoms)
+    i0, j0 = max(0, int(math.floor(miny / scale)) - pad), max(0, int(math.floor(minx / scale)) - pad)
+    i1, j1 = int(math.ceil(maxy / scale)) + pad + 1, int(math.ceil(maxx / scale)) + pad + 1
+    if dimensions is not None:
+        j1 = min(j1, int(math.ceil(dimensions[0] / scale)))
+        i1 = min(i1, int(math.ceil(dimensions[1] / scale)))
+    shape = (max(i1 - i0, 0), max(j1 - j0, 0))
+    tumor = np.zeros(shape, dtype=bool)
+    for polygon in geoms:  # frame change: level-0 px -> window pixels of the level-`level` mask
+        xs, ys = np.asarray(polygon.exterior.coords).T
+        tumor[draw.polygon(ys / scale - i0, xs / scale - j0, shape)] = True
+    for polygon in geoms:
+        for ring in polygon.interiors:
+            xs, ys = np.asarray(ring.coords).T
+            tumor[draw.polygon(ys / scale - i0, xs / scale - j0, shape)] = False
+    if not tumor.any():
+        return np.zeros(shape, dtype=np.int32), (i0, j0)
+    distance = ndimage.distance_transform_edt(~tumor)  # to the nearest tumor pixel, as EDT(255 - mask)
+    filled = ndimage.binary_fill_holes(distance < threshold)
+    return measure.label(filled, connectivity=2).astype(np.int32), (i0, j0)
+
+
+def itc_labels(labels: np.ndarray, resolution: float, level: int = MASK_LEVEL) -> np.ndarray:
+    """Return the labels that are isolated tumor cells (``computeITCList``): major axis < 275 um.
+
+    The major axis is ``skimage.measure.regionprops``'s, in level-``level`` pixels, against
+    ``275 / (resolution * 2**level)``.
+    """
+    from skimage import measure
+
+    threshold = 275 / (resolution * 2**level)
+    return np.array([r.label for r in measure.regionprops(labels) if r.axis_major_length < threshold], dtype=np.int64)
+
+
+def official_froc(
+    tp_scores: np.ndarray, fp_scores: np.ndarray, n_files: int, n_tumors: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the official FROC points (``computeFROC``): thresholds, AvgFP, sensitivity, ascending threshold.
+
+    Args:
+        tp_scores: float32, every label's score of every tumor slide (``TP_probs``: 0 for a
+            missed tumor and for an ITC).
+        fp_scores: float64, every false-positive detection's probability.
+        n_files: the AvgFP's denominator (result files: every slide).
+        n_tumors: the sensitivity's denominator (non-ITC regions).
+
+    The thresholds are ``sorted(set(FPs + TPs))[1:]``: the lowest probability is dropped. At
+    each, AvgFP counts FPs ``>=`` it in float64 and the sensitivity TPs ``>=`` it in float32
+    (NumPy compares a float32 array with a Python float in float32), as the script does;
+    its final (0, 0) point is :func:`core.evaluation.metrics.froc_score`'s anchor, not
+    repeated here. Vectorised (two sorts and binary searches) instead of its loop, which is
+    quadratic in the number of detections.
+    """
+    tp = np.sort(np.asarray(tp_scores, dtype=np.float32).ravel())
+    fp = np.sort(np.asarray(fp_scores, dtype=np.float64).ravel())
+    values = np.unique(np.concatenate([fp, tp.astype(np.float64)]))  # set(): float32 values equal as float64
+    thresholds = values[1:]
+    n_fp = fp.size - np.searchsorted(fp, thresholds, side="left")
+    n_tp = tp.size - np.searchsorted(tp, thresholds.astype(np.float32), side="left")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        avg_fp = n_fp / float(n_files) if n_files else np.full(thresholds.size, np.nan)
+        sensitivity = n_tp / float(n_tumors) if n_tumors else np.full(thresholds.size, np.nan)
+    return thresholds, avg_fp, sensitivity
+
+
+class Camelyon16Mode:
+    """The official Camelyon16 FROC (``mode="camelyon16"``), number for number.
+
+    Per slide (``compute_FP_TP_Probs``): the evaluation mask of its tumors
+    (:func:`evaluation_mask`), the ITCs (:func:`itc_labels`); each detection (NMS on patch
+    centres, written as whole level-0 pixels as in the CSV) is looked up at
+    ``mask[int(y / 32), int(x / 32)]``: outside every region a false positive, in an ITC
+    ignored, else it raises that region's float32 score (starting at 0) when greater. A slide
+    without tumor annotations is a normal slide: all its detections are false positives.
+    Then :func:`official_froc` over all slides and the mean sensitivity at AvgFP 1/4 .. 8.
+
+    Resolution: ``CAMELYON16_MPP`` (0.243 um/px) for every slide unless one is given, which
+    is what makes the score comparable with the challenge's leaderboard.
+    """
+
+    name = "camelyon16"
+    fp_slides_kind = "slides"
+
+    def __init__(self, mpp: Mapping[str, float], nms_radius_um: float | None = None, dimensions: Mapping[str, tuple[int, int]] | None = None) -> None:
+        self.mpp = dict(mpp)
+        self.nms_radius_um = nms_radius_um
+        self.dimensions = dict(dimensions or {})
+        self.n_itc = self.n_detections = self.n_fp_detections = 0
+        self._tp_all: list[np.ndarray] = []  # every label's TP_probs, ITCs included (their 0s enter the set)
+
+    def score_slide(self, patches):
+        """Return the slide's non-ITC region scores (float32, 0 when missed) and false-positive probabilities."""
+        from core.evaluation.patch_mode import SlideFROC
+
+        x, y, w, h, prob = patches.x, patches.y, patches.width, patches.height, patches.prob
+        mpp = self.mpp[patches.slide]
+        keep = detections(x, y, w, h, prob, mpp, self.nms_radius_um)
+        self.n_detections += keep.size
+        # Detections as the CSV writes them: whole level-0 pixels of the patch centres.
+        cx = np.floor(x[keep] + w[keep] / 2).astype(np.int64)
+        cy = np.floor(y[keep] + h[keep] / 2).astype(np.int64)
+        dprob = prob[keep].astype(np.float64)
+        labels, (i0, j0) = evaluation_mask(patches.tumors, mpp, self.dimensions.get(patches.slide)) if patches.tumors else (
+            np.zeros((0, 0), dtype=np.int32), (0, 0))
+        n_labels = int(labels.max()) if labels.size else 0
+        if n_labels == 0:
+            self.n_fp_detections += dprob.size
+            return SlideFROC(np.zeros(0, dtype=np.float32), dprob, 0)
+        scale = 2**MASK_LEVEL
+        i, j = cy // scale - i0, cx // scale - j0  # int(y / 32): floor for level-0 pixels >= 0
+        inside = (i >= 0) & (j >= 0) & (i < labels.shape[0]) & (j < labels.shape[1])
+        hit = np.zeros(dprob.size, dtype=np.int64)
+        hit[inside] = labels[i[inside], j[inside]]
+        itc = itc_labels(labels, mpp)
+        is_itc = np.isin(hit, itc)
+        tp = np.zeros(n_labels, dtype=np.float32)
+        counted = (hit > 0) & ~is_itc
+        np.maximum.at(tp, hit[counted] - 1, dprob[counted].astype(np.float32))
+        fp = dprob[hit == 0]
+        self.n_fp_detections += fp.size
+        self.n_itc += itc.size
+        self._tp_all.append(tp)
+        non_itc = np.setdiff1d(np.arange(1, n_labels + 1), itc) - 1
+        return SlideFROC(tp[non_itc], fp, int(non_itc.size))
+
+    def n_fp_slides(self, is_tumor: np.ndarray, patch_slides: Sequence[str]) -> int:
+        """Return the AvgFP's denominator: every slide (the script divides by its result files)."""
+        return len(patch_slides)
+
+    def froc(self, tumor_scores: np.ndarray, fp_scores: np.ndarray, n_fp_slides: int, *, tumor_slides: Sequence[str]):
+        """Return the official FROC curve (:func:`official_froc`) as a :class:`~core.evaluation.metrics.FROCCurve`."""
+        from core.evaluation.metrics import FROC_TARGETS, FROCCurve, froc_score
+
+        n_tumors = int(np.asarray(tumor_scores).size)
+        tp_all = np.concatenate(self._tp_all) if self._tp_all else np.zeros(0, dtype=np.float32)
+        thresholds, avg_fp, sensitivity = official_froc(tp_all, fp_scores, n_fp_slides, n_tumors)
+        reason = None
+        if n_tumors == 0:
+            reason = "FROC undefined: there are no tumors to detect"
+        elif n_fp_slides == 0:
+            reason = "FROC undefined: AvgFP needs slides, and there are none"
+        # By descending threshold, as every FROCCurve; the script's (0, 0) point is froc_score's anchor.
+        avg_desc, sens_desc = avg_fp[::-1].astype(np.float64), sensitivity[::-1].astype(np.float64)
+        score, target = (None, np.zeros(0)) if reason else froc_score(avg_desc, sens_desc, FROC_TARGETS)
+        scores = np.asarray(tumor_scores, dtype=np.float64)
+        hit_scores = np.where(scores > 0, scores, -np.inf)  # a 0 never passes a threshold (the lowest is dropped)
+        return FROCCurve(
+            thresholds=thresholds[::-1].copy(), sensitivity=sens_desc, avg_fp=avg_desc, n_tumors=n_tumors,
+            n_fp_slides=int(n_fp_slides), tumor_scores=hit_scores, tumor_slides=tuple(tumor_slides),
+            fp_scores_sorted=np.sort(np.asarray(fp_scores, dtype=np.float64)), tumor_scores_sorted=np.sort(scores[scores > 0]),
+            score=score, score_reason=reason, target_sensitivity=target,
+        )
 
     def details(self) -> CamelyonDetails:
         """Return what this mode counted (call after every slide is scored)."""

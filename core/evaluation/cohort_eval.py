@@ -36,7 +36,7 @@ from shapely.geometry.base import BaseGeometry
 
 from core.cohort import Cohort
 from core.errors import EvaluationError, EvaluationWarning
-from core.evaluation.camelyon16 import Camelyon16Mode, CamelyonDetails, resolve_mpp
+from core.evaluation.camelyon16 import CAMELYON16_MPP, Camelyon16Mode, Camelyon16PolygonMode, CamelyonDetails, resolve_mpp
 from core.evaluation.metrics import (
     FROC_TARGETS,
     FROCCurve,
@@ -55,7 +55,10 @@ from core.tiling import DEFAULT_INNER_FRACTION
 __all__ = ["MODES", "CohortEvaluation", "ThresholdReport", "evaluate_cohort"]
 
 #: Evaluation modes: the source material's FROC, or the official Camelyon16 one.
-MODES = ("patch", "camelyon16")
+MODES = ("patch", "camelyon16", "camelyon16-polygons")
+#: A slide's own resolution differing from the one Camelyon16 mode uses by more than this
+#: (relative) is worth a warning: the dilation and the ITC size are set in microns.
+MPP_WARNING_RATIO = 0.10
 
 
 def _names(names: Sequence[str], limit: int = 5) -> str:
@@ -193,7 +196,10 @@ class CohortEvaluation:
         r = self.at_threshold(threshold)
         s, p, f = r.slide, r.patch, r.froc
         is_tumor = self.slide.is_tumor
-        mode = "Camelyon16 mode (official-style FROC)" if self.mode == "camelyon16" else "patch mode"
+        mode = {
+            "camelyon16": "Camelyon16 mode (the official evaluation)",
+            "camelyon16-polygons": "Camelyon16 rules on exact polygons (not official)",
+        }.get(self.mode, "patch mode")
         lines = [
             f"evaluation, {mode}: {len(is_tumor)} slides ({int(is_tumor.sum())} tumor, {int((~is_tumor).sum())} normal), "
             f"{self.patch.n} patches ({self.patch.n_pos} tumor), {self.froc.n_tumors} tumors"
@@ -235,6 +241,7 @@ def evaluate_cohort(
     mpp: float | Mapping[str, float | None] | None = None,
     nms_radius_um: float | None = None,
     allow_missing: bool = False,
+    dimensions: Mapping[str, tuple[int, int]] | None = None,
 ) -> CohortEvaluation:
     """Evaluate patch predictions of a cohort at every threshold; return the result.
 
@@ -246,10 +253,16 @@ def evaluate_cohort(
         tumors: slide -> tumor polygons in level-0 px (one per connected tumor, as
             :func:`core.annotations.load_tumors` gives); a slide not in it has none.
         inner_fraction: side of the inner square, as a fraction of the patch side.
-        mode: "patch" (the source material's FROC) or "camelyon16" (the official one).
-        mpp: microns per level-0 pixel, Camelyon16 mode only: one value for all slides or
-            slide -> value; None: the cohort's ``mpp`` column.
+        mode: "patch" (the source material's FROC), "camelyon16" (the official challenge
+            evaluation, number for number) or "camelyon16-polygons" (its rules on exact
+            polygons; not official).
+        mpp: microns per level-0 pixel, Camelyon16 modes only: one value for all slides or
+            slide -> value. None: "camelyon16" uses the official 0.243 for every slide (a
+            slide whose own mpp, the cohort's column, differs by more than 10% gets a
+            warning); "camelyon16-polygons" the cohort's ``mpp`` column.
         nms_radius_um: Camelyon16 NMS radius in um; None: 1.5 patch sides.
+        dimensions: slide -> level-0 (width, height), so "camelyon16" clips its level-5
+            mask at the slide's edge as the official mask is (None: unclipped).
         allow_missing: a cohort slide without a predictions entry is evaluated as a slide
             without tissue (score 0, its tumors missed) instead of raising.
 
@@ -299,8 +312,19 @@ def evaluate_cohort(
         )
     unannotated_set = set(unannotated)
 
+    rule: PatchMode | Camelyon16Mode | Camelyon16PolygonMode
     if mode == "camelyon16":
-        rule: PatchMode | Camelyon16Mode = Camelyon16Mode(resolve_mpp(cohort.slides, cohort.mpp, mpp), nms_radius_um)
+        used = resolve_mpp(cohort.slides, (CAMELYON16_MPP,) * len(cohort), mpp)
+        differ = [
+            f"{s} ({own:g} vs {used[s]:g})" for s, own in zip(cohort.slides, cohort.mpp)
+            if own is not None and abs(own - used[s]) > MPP_WARNING_RATIO * used[s]
+        ]
+        if differ:
+            _warn(notes, f"Camelyon16 mode measures in microns at {', '.join(sorted({f'{v:g}' for v in used.values()}))} um/px, "
+                         f"but {len(differ)} slide(s) have another resolution: {_names(differ)}")
+        rule = Camelyon16Mode(used, nms_radius_um, dimensions)
+    elif mode == "camelyon16-polygons":
+        rule = Camelyon16PolygonMode(resolve_mpp(cohort.slides, cohort.mpp, mpp), nms_radius_um)
     else:
         rule = PatchMode()
 
@@ -309,6 +333,7 @@ def evaluate_cohort(
     scores, n_patches, n_tumors_per_slide = [], [], []
     patch_probs, patch_labels, patch_slides = [], [], []
     tumor_scores, tumor_slides, fp_scores = [], [], []
+    froc_only: list[str] = []  # slides in the FROC but not at patch level (official mode: unannotated tumor slides)
     for slide, tumor_slide in zip(cohort.slides, is_tumor.tolist()):
         pred = predictions.get(slide)
         if pred is None:
@@ -321,6 +346,11 @@ def evaluate_cohort(
         scores.append(float(prob.max()) if n else 0.0)  # no tissue: score 0
         if slide in unannotated_set:
             n_tumors_per_slide.append(0)
+            if isinstance(rule, Camelyon16Mode):
+                # The official script scores a tumor slide without a mask as a normal slide.
+                part = rule.score_slide(SlidePatches(slide, True, x, y, w, h, prob, [], empty_i, empty_i))
+                fp_scores.append(part.fp_scores)
+                froc_only.append(slide)
             continue
         slide_tumors = list(tumors.get(slide, ()))
         patch_slides.append(slide)
@@ -340,13 +370,13 @@ def evaluate_cohort(
         np.concatenate(patch_probs) if patch_probs else empty_f,
         np.concatenate(patch_labels) if patch_labels else np.zeros(0, dtype=bool),
     )
-    froc = froc_curve(
-        np.concatenate(tumor_scores) if tumor_scores else empty_f,
-        np.concatenate(fp_scores) if fp_scores else empty_f,
-        rule.n_fp_slides(is_tumor, patch_slides),
-        tumor_slides=tumor_slides,
-        fp_slides_kind=rule.fp_slides_kind,
-    )
+    all_tumor_scores = np.concatenate(tumor_scores) if tumor_scores else empty_f
+    all_fp_scores = np.concatenate(fp_scores) if fp_scores else empty_f
+    n_fp_slides = rule.n_fp_slides(is_tumor, patch_slides + froc_only)
+    if isinstance(rule, Camelyon16Mode):
+        froc = rule.froc(all_tumor_scores, all_fp_scores, n_fp_slides, tumor_slides=tumor_slides)
+    else:
+        froc = froc_curve(all_tumor_scores, all_fp_scores, n_fp_slides, tumor_slides=tumor_slides, fp_slides_kind=rule.fp_slides_kind)
     details = rule.details()
     return CohortEvaluation(
         mode, float(inner_fraction), slide_eval, patch_eval, froc, np.asarray(n_tumors_per_slide, dtype=np.int64),

@@ -91,9 +91,10 @@ def evaluate_store_cohort(
             microns per pixel the user gave has runs of its own params).
         split: evaluate only the cohort's slides of this split.
         mode: "patch" or "camelyon16" (:data:`core.evaluation.MODES`).
-        mpp: Camelyon16 mode: microns per level-0 pixel of every slide, overriding all else.
-            Otherwise each slide's mpp is the cohort's, else ``extra_mpp``'s (e.g. read from
-            the slide files), else the store's record of the slide.
+        mpp: Camelyon16 modes: microns per level-0 pixel of every slide, or slide -> value,
+            overriding all else. Otherwise "camelyon16" uses the official 0.243 and
+            "camelyon16-polygons" each slide's own: the cohort's, else ``extra_mpp``'s (e.g.
+            read from the slide files), else the store's record of the slide.
         inner_fraction: side of the labelling inner square, as a fraction of the patch side.
         nms_radius_um: Camelyon16 NMS radius in um (None: 1.5 patch sides).
         allow_missing: count cohort slides without predictions as slides without tissue
@@ -131,7 +132,9 @@ def evaluate_store_cohort(
     else:
         tumors = load_cohort_tumors(annotations, cohort.slides)
     records = {s.name: s for s in store.slides()}
-    if mode == "camelyon16":
+    if mode in ("camelyon16", "camelyon16-polygons"):
+        # Each slide's own resolution: the polygon mode measures with it; the official mode
+        # uses 0.243 um/px unless told otherwise and warns where a slide's own differs.
         known = {s: r.mpp for s, r in records.items() if r.mpp}
         known.update(extra_mpp or {})
         cohort = cohort.with_mpp(known)  # the cohort's own column wins
@@ -141,6 +144,7 @@ def evaluate_store_cohort(
         result = evaluate_cohort(
             predictions, cohort, tumors, inner_fraction=inner_fraction, mode=mode, mpp=mpp,
             nms_radius_um=nms_radius_um, allow_missing=allow_missing,
+            dimensions={s: (r.width, r.height) for s, r in records.items()},
         )
     slides = {s: records[s] for s in cohort.slides if s in records}
     return CohortResults(model, cohort, predictions, slides, result, str(getattr(store, "path", "")), tumors)
