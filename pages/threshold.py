@@ -23,11 +23,11 @@ store = context.store()
 
 
 @st.cache_data(show_spinner="Evaluating the cohort (once; moving t does not recompute)...", max_entries=32)
-def evaluate(db: str, model_id: str, params_json: str, runs_key: tuple, labels_json: str, annotations: str, mode: str, slide_params_json: str = "{}"):
+def evaluate(db: str, model_id: str, params_json: str, runs_key: tuple, labels_json: str, annotations: str, mode: str, slide_params_json: str = "{}", mpp_json: str = "null"):
     """Return the cohort evaluation; keyed by the runs it reads, so new predictions refresh it."""
     results = evaluate_store_cohort(
         context._store(db), json.loads(labels_json), annotations=annotations or None, model_id=model_id,
-        params=json.loads(params_json), slide_params=json.loads(slide_params_json), mode=mode,
+        params=json.loads(params_json), slide_params=json.loads(slide_params_json), mode=mode, mpp=json.loads(mpp_json),
     )
     return results.evaluation
 
@@ -78,10 +78,14 @@ runs_key = tuple(sorted(summaries[n]["run_id"] for n in done))
 slide_params = {
     n: run_params(loaded.tiling, float(m)) for n, m in zip(table["slide"], table["mpp"]) if n in labels and m is not None and not pd.isna(m)
 }
+# Camelyon16 mode here measures each slide at its own resolution (the official script assumes
+# 0.243 um/px for all; `python -m core evaluate --mode camelyon16` does that, for leaderboard numbers).
+own_mpp = {s.name: s.mpp for s in store.slides() if s.mpp and s.name in labels} if mode == "camelyon16" else None
 try:
     result = evaluate(
         str(store.path), loaded.model_id, json.dumps(loaded.params, sort_keys=True), runs_key,
         json.dumps(labels, sort_keys=True), str(annotations) if annotations else "", mode, json.dumps(slide_params, sort_keys=True),
+        json.dumps(own_mpp, sort_keys=True),
     )
 except PathologyError as exc:
     st.error(f"The cohort cannot be evaluated: {exc}")
@@ -161,9 +165,10 @@ if mode == "patch":
     )
 else:
     st.markdown(
-        "**Camelyon16 mode** (the challenge's official rules): detections are local maxima of the probabilities "
-        "(non-maximum suppression); tumors are the annotations dilated by 75 µm; isolated tumor cells (major axis "
-        "< 275 µm) neither count nor are missed; false positives are averaged over *all* slides."
+        "**Camelyon16 mode** (the challenge's official evaluation, computed as its script does): detections are local "
+        "maxima of the probabilities (non-maximum suppression); tumors are the annotations on the level-5 mask dilated "
+        "by 75 µm; isolated tumor cells (major axis < 275 µm) neither count nor are missed; the lowest probability is "
+        "not a threshold; false positives are averaged over *all* slides."
     )
 f = report.froc
 cols = st.columns(4)
@@ -173,10 +178,18 @@ cols[2].metric("Sensitivity", pct(f.sensitivity))
 cols[3].metric("AvgFP", "n/a" if f.avg_fp is None else f"{f.avg_fp:.2f}")
 if result.froc_score is None and result.froc.score_reason:
     st.caption(result.froc.score_reason)
+if mode == "camelyon16" and result.camelyon is not None:
+    used = sorted({f"{v:g}" for v in result.camelyon.mpp.values()})
+    st.caption(
+        f"Camelyon16 mode: measured at each slide's own resolution ({', '.join(used)} µm/px), so distances in µm are right "
+        "for these slides; the challenge's script assumes 0.243 µm/px for every slide (`python -m core evaluate --mode "
+        "camelyon16` uses it, for numbers comparable with the leaderboard)."
+    )
 st.plotly_chart(
     froc_figure(result.froc.avg_fp, result.froc.sensitivity, (f.avg_fp, f.sensitivity), score=result.froc_score,
                 targets=FROC_TARGETS, target_sensitivity=result.froc.target_sensitivity, threshold=t,
-                title="FROC" + (" (Camelyon16 mode)" if mode == "camelyon16" else "")),
+                title="FROC" + (" (Camelyon16 mode, official)" if mode == "camelyon16" else ""),
+                x_title="average false positives per slide, all slides (AvgFP)" if mode == "camelyon16" else "average false positives per normal slide (AvgFP)"),
     width="stretch",
 )
 with st.expander("Per-slide table at t"):
@@ -196,9 +209,9 @@ with st.expander("Download the figures and a cohort report"):
 
     # The download runs in another thread, without session state: bind everything it needs now.
     def report_html(store=store, labels=dict(labels), annotations=annotations,
-                    model_id=loaded.model_id, mode=mode, params=loaded.params, slide_params=dict(slide_params), t=t) -> bytes:
+                    model_id=loaded.model_id, mode=mode, params=loaded.params, slide_params=dict(slide_params), mpp=own_mpp, t=t) -> bytes:
         cohort_results = evaluate_store_cohort(
-            store, labels, annotations=annotations, model_id=model_id, mode=mode, params=params, slide_params=slide_params,
+            store, labels, annotations=annotations, model_id=model_id, mode=mode, params=params, slide_params=slide_params, mpp=mpp,
         )
         return render_cohort_report(cohort_results, t).encode()
 

@@ -92,6 +92,10 @@ def test_threshold_page_moves_markers_with_t(app, predicted):
     at.radio[0].set_value("Camelyon16 (official evaluation)").run()
     assert not at.exception, at.exception
     assert "Camelyon16 mode" in " ".join(m.value for m in at.markdown)
+    # The app measures each slide at its own resolution (the demo's 0.5 um/px) and says so.
+    assert any("each slide's own resolution (0.5 µm/px)" in c.value for c in at.caption)
+    froc = [c for c in at.get("plotly_chart") if "FROC (Camelyon16 mode, official)" in c.proto.spec]
+    assert froc and "per slide, all slides" in froc[0].proto.spec
 
 
 def test_training_page_shows_a_run(app, app_data):

@@ -163,7 +163,7 @@ def evaluation_figures(result: Any, threshold: float) -> dict[str, go.Figure]:
     patch_point = (1 - p.specificity, p.sensitivity) if p.specificity is not None and p.sensitivity is not None else None
     fpr, tpr, _ = result.patch.roc_curve()
     precision, recall, _ = result.patch.pr_curve()
-    camelyon = result.mode == "camelyon16"
+    camelyon = result.mode.startswith("camelyon16")
     return {
         "slide_roc": roc_figure(result.slide.fpr, result.slide.tpr, slide_point, title="Slide ROC", auc=result.slide.auc, threshold=t),
         "slide_confusion": confusion_figure([[s.tn, s.fp], [s.fn, s.tp]], title=f"Slides at t = {t:.2f}"),
@@ -176,7 +176,7 @@ def evaluation_figures(result: Any, threshold: float) -> dict[str, go.Figure]:
         "froc": froc_figure(
             result.froc.avg_fp, result.froc.sensitivity, (f.avg_fp, f.sensitivity), score=result.froc.score,
             targets=FROC_TARGETS, target_sensitivity=result.froc.target_sensitivity, threshold=t,
-            title="FROC (Camelyon16 mode)" if camelyon else "FROC",
+            title={"camelyon16": "FROC (Camelyon16 mode, official)", "camelyon16-polygons": "FROC (Camelyon16 rules on polygons)"}.get(result.mode, "FROC"),
             x_title="average false positives per slide (AvgFP)" if camelyon else "average false positives per normal slide (AvgFP)",
         ),
     }
