@@ -29,10 +29,10 @@ def run_frame() -> None:
 
     ensure_demo_cohort()
     ensure_demo_model()
-    # Streamlit forgets a widget's value when a run (e.g. after st.switch_page) does not draw it
-    # before the page changes; writing the values back makes them plain session state, so the
-    # sidebar's data folder, model and t stay what the user chose on every page.
-    for key in (state.DATA_DIR, state.MODEL_CHOICE, state.THRESHOLD):
+    # Streamlit forgets a widget's value when a run (e.g. after st.switch_page) does not draw it;
+    # writing the values back makes them plain session state, so the sidebar's choices, the
+    # slide on Review and its viewer settings stay what the user chose, whatever page they visit.
+    for key in state.PERSISTENT_KEYS:
         if key in st.session_state:
             st.session_state[key] = st.session_state[key]
     folders = [str(d) for d in data_dirs() if d.is_dir()]

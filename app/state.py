@@ -22,3 +22,9 @@ VIEW_FOCUS = "view_focus"  # (slide, level-0 x, level-0 y) the viewer opens at
 
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_OPACITY = 0.45
+
+#: The Review page's viewer settings and their defaults (set as session state, not value=).
+VIEWER_DEFAULTS = {OPACITY: DEFAULT_OPACITY, SHOW_ANNOTATIONS: True, CUT_BELOW_T: False, FADE_LOW: True, VIEW_MODE: "Deep zoom"}
+#: Widget keys the frame keeps across page switches (Streamlit drops a widget's value when a
+#: run does not draw it): the sidebar's, the chosen slide, the viewer settings, the FROC mode.
+PERSISTENT_KEYS = (DATA_DIR, MODEL_CHOICE, THRESHOLD, SELECTED_SLIDE, COLORMAP, EVAL_MODE, *VIEWER_DEFAULTS)

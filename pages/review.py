@@ -138,11 +138,14 @@ size0 = int(predictions.width[0]) if len(predictions) else 0
 
 # -- the heatmap and the decision at t ------------------------------------------------------------
 controls = st.columns([1, 1, 1, 1, 1])
-opacity = controls[0].slider("Heatmap opacity", 0.0, 1.0, state.DEFAULT_OPACITY, 0.05, key=state.OPACITY)
+# Defaults as session state (not value=): the frame keeps these keys across pages (app/main.py).
+for key, default in state.VIEWER_DEFAULTS.items():
+    st.session_state.setdefault(key, default)
+opacity = controls[0].slider("Heatmap opacity", 0.0, 1.0, step=0.05, key=state.OPACITY)
 colormap = controls[1].selectbox("Colour map", COLORMAPS, key=state.COLORMAP)
-show_annotations = controls[2].toggle("Annotation outlines", value=True, key=state.SHOW_ANNOTATIONS)
-cut = controls[3].toggle("Hide patches below t", value=False, key=state.CUT_BELOW_T)
-fade = controls[4].toggle("Fade low F(I)", value=True, key=state.FADE_LOW, help="Each cell's opacity grows with its probability, so tissue the model finds normal stays visible.")
+show_annotations = controls[2].toggle("Annotation outlines", key=state.SHOW_ANNOTATIONS)
+cut = controls[3].toggle("Hide patches below t", key=state.CUT_BELOW_T)
+fade = controls[4].toggle("Fade low F(I)", key=state.FADE_LOW, help="Each cell's opacity grows with its probability, so tissue the model finds normal stays visible.")
 
 try:
     tumors = context.tumors(name) if row["split"] != "uploaded" else []
@@ -169,7 +172,7 @@ if selected_patch and selected_patch.get("slide") == name:
     selected_index = int(hit[0]) if hit.size else None
 view_cols = st.columns([2, 1])
 with view_cols[0]:
-    view = st.segmented_control("View", ["Deep zoom", "Overview"], default="Deep zoom", key=state.VIEW_MODE) or "Deep zoom"
+    view = st.segmented_control("View", ["Deep zoom", "Overview"], key=state.VIEW_MODE) or "Deep zoom"
 if len(predictions) and view_cols[1].button("Go to the most suspicious patch", help="Select the patch with the highest F(I) and zoom the viewer onto it at full resolution."):
     best = int(np.argmax(predictions.prob))
     st.session_state[state.SELECTED_PATCH] = {
