@@ -8,8 +8,8 @@ import numpy as np
 import streamlit as st
 
 from app import widgets
-from core.explain import METHODS, explain_patch, explanation_key, method_defaults
 from core.errors import PathologyError
+from core.explain import METHODS, explain_patch, explanation_key, method_defaults
 from core.export import render_explanations_png
 
 TITLES = {
@@ -20,6 +20,19 @@ TITLES = {
     "lime": "LIME on SLIC superpixels",
     "ig": "Integrated gradients",
 }
+
+#: Session keys of the explanation settings. A run that stops before drawing them (no patch
+#: yet, e.g. right after choosing "upload an image") would make Streamlit forget their values:
+#: writing them back first keeps what the user chose.
+TARGET, CHOSEN = "explain_target", "explain_methods"
+LAYER, SG_SAMPLES, SG_NOISE = "explain_gradcam_layer", "explain_smoothgrad_samples", "explain_smoothgrad_noise"
+OCC_WINDOW, OCC_STRIDE = "explain_occlusion_window", "explain_occlusion_stride"
+LIME_SEGMENTS, LIME_SAMPLES, LIME_COMPACTNESS = "explain_lime_segments", "explain_lime_samples", "explain_lime_compactness"
+IG_BASELINE, IG_STEPS = "explain_ig_baseline", "explain_ig_steps"
+SETTINGS = (TARGET, CHOSEN, LAYER, SG_SAMPLES, SG_NOISE, OCC_WINDOW, OCC_STRIDE, LIME_SEGMENTS, LIME_SAMPLES, LIME_COMPACTNESS, IG_BASELINE, IG_STEPS)
+for kept in SETTINGS:
+    if kept in st.session_state:
+        st.session_state[kept] = st.session_state[kept]
 
 st.title("Explain")
 loaded = widgets.require_model()
@@ -36,26 +49,51 @@ def explain(key: str, _model, image: np.ndarray, method: str, params_json: str):
     return explain_patch(_model, image, method, **json.loads(params_json))
 
 
-# -- parameters -------------------------------------------------------------------------------
-target = st.radio("Explain the output", ["cancer", "not_cancer"], horizontal=True, format_func=lambda t: "F(I): cancer" if t == "cancer" else "1 − F(I): not cancer")
-chosen = st.multiselect("Methods", list(METHODS), default=list(METHODS), format_func=lambda m: TITLES[m])
+# -- parameters ---------------------------------------------------------------------------------
+def setting(key: str, default, *, low=None, high=None, options=None):
+    """Give a setting its default once; keep a kept value valid for this model and patch (range, options)."""
+    value = st.session_state.setdefault(key, default)
+    if options is not None and value not in options:
+        st.session_state[key] = default
+    elif low is not None and not low <= value <= high:
+        st.session_state[key] = min(max(value, low), high)
+
+
+side = image.shape[0]
+conv_layers = loaded.model.conv_layer_names()
+defaults = {m: method_defaults(m) for m in METHODS}
+setting(TARGET, "cancer", options=["cancer", "not_cancer"])
+setting(CHOSEN, list(METHODS))
+st.session_state[CHOSEN] = [m for m in st.session_state[CHOSEN] if m in METHODS]
+setting(LAYER, conv_layers[-1], options=conv_layers)
+setting(SG_SAMPLES, defaults["smoothgrad"]["n_samples"], low=5, high=200)
+setting(SG_NOISE, float(defaults["smoothgrad"]["noise"]), low=0.01, high=0.5)
+setting(OCC_WINDOW, min(defaults["occlusion"]["window"], side // 2), low=4, high=side)
+setting(OCC_STRIDE, min(defaults["occlusion"]["stride"], side // 4), low=2, high=side)
+setting(LIME_SEGMENTS, defaults["lime"]["n_segments"], low=5, high=400)
+setting(LIME_SAMPLES, defaults["lime"]["n_samples"], low=50, high=5000)
+setting(LIME_COMPACTNESS, float(defaults["lime"]["compactness"]), low=0.1, high=100.0)
+setting(IG_BASELINE, "white", options=["white", "blurred", "black"])
+setting(IG_STEPS, defaults["ig"]["n_steps"], low=8, high=300)
+
+target = st.radio("Explain the output", ["cancer", "not_cancer"], horizontal=True, key=TARGET,
+                  format_func=lambda t: "F(I): cancer" if t == "cancer" else "1 − F(I): not cancer")
+chosen = st.multiselect("Methods", list(METHODS), key=CHOSEN, format_func=lambda m: TITLES[m])
 with st.expander("Method parameters"):
     cols = st.columns(3)
-    conv_layers = loaded.model.conv_layer_names()
     params = {m: {"target": target} for m in METHODS}
     for fast in ("gradcam", "occlusion", "lime"):  # forward-only methods may use bf16 where it is native
         params[fast]["precision"] = "auto"
-    params["gradcam"]["layer"] = cols[0].selectbox("Grad-CAM layer", conv_layers, index=len(conv_layers) - 1)
-    params["smoothgrad"]["n_samples"] = int(cols[1].number_input("SmoothGrad samples", 5, 200, method_defaults("smoothgrad")["n_samples"]))
-    params["smoothgrad"]["noise"] = float(cols[2].number_input("SmoothGrad noise (std, 0..1 image)", 0.01, 0.5, method_defaults("smoothgrad")["noise"], step=0.01))
-    side = image.shape[0]
-    params["occlusion"]["window"] = int(cols[0].number_input("Occlusion window (px)", 4, side, min(method_defaults("occlusion")["window"], side // 2)))
-    params["occlusion"]["stride"] = int(cols[1].number_input("Occlusion stride (px)", 2, side, min(method_defaults("occlusion")["stride"], side // 4)))
-    params["lime"]["n_segments"] = int(cols[2].number_input("LIME superpixels (SLIC n_segments)", 5, 400, method_defaults("lime")["n_segments"]))
-    params["lime"]["n_samples"] = int(cols[0].number_input("LIME samples", 50, 5000, method_defaults("lime")["n_samples"], step=50))
-    params["lime"]["compactness"] = float(cols[1].number_input("SLIC compactness", 0.1, 100.0, float(method_defaults("lime")["compactness"])))
-    params["ig"]["baseline"] = cols[2].selectbox("IG baseline", ["white", "blurred", "black"], index=0)
-    params["ig"]["n_steps"] = int(cols[0].number_input("IG steps", 8, 300, method_defaults("ig")["n_steps"]))
+    params["gradcam"]["layer"] = cols[0].selectbox("Grad-CAM layer", conv_layers, key=LAYER)
+    params["smoothgrad"]["n_samples"] = int(cols[1].number_input("SmoothGrad samples", 5, 200, key=SG_SAMPLES))
+    params["smoothgrad"]["noise"] = float(cols[2].number_input("SmoothGrad noise (std, 0..1 image)", 0.01, 0.5, step=0.01, key=SG_NOISE))
+    params["occlusion"]["window"] = int(cols[0].number_input("Occlusion window (px)", 4, side, key=OCC_WINDOW))
+    params["occlusion"]["stride"] = int(cols[1].number_input("Occlusion stride (px)", 2, side, key=OCC_STRIDE))
+    params["lime"]["n_segments"] = int(cols[2].number_input("LIME superpixels (SLIC n_segments)", 5, 400, key=LIME_SEGMENTS))
+    params["lime"]["n_samples"] = int(cols[0].number_input("LIME samples", 50, 5000, step=50, key=LIME_SAMPLES))
+    params["lime"]["compactness"] = float(cols[1].number_input("SLIC compactness", 0.1, 100.0, key=LIME_COMPACTNESS))
+    params["ig"]["baseline"] = cols[2].selectbox("IG baseline", ["white", "blurred", "black"], key=IG_BASELINE)
+    params["ig"]["n_steps"] = int(cols[0].number_input("IG steps", 8, 300, key=IG_STEPS))
 
 left, right = st.columns([1, 3])
 left.image(widgets.patch_with_inner_square(image), caption=f"{info.get('slide')} ({image.shape[1]} px at the model's input)")

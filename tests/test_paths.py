@@ -36,7 +36,7 @@ def test_the_root_itself_is_inside(roots):
 
 
 def test_dot_dot_escaping_a_root_is_refused(roots):
-    first, _, outside = roots
+    first, _, _ = roots
     with pytest.raises(DataPathError, match="outside the data folders"):
         resolve_within(first / ".." / "outside" / "slides" / "a.tiff", [first])
     with pytest.raises(DataPathError):

@@ -1,0 +1,611 @@
+"""Every remaining path a person takes through the app, walked in headless Debian Chromium with
+non-default values, looking at what is drawn: Review (run the whole cohort, click a patch in the
+deep-zoom viewer, box-select an area, the overview and its click, the four result downloads
+parsed back), Explain (the selected patch, every method parameter changed, the other target, the
+PNG download, an uploaded patch image), Threshold tuning (every figure as HTML, PNG and SVG and
+the cohort report, parsed back) and the sidebar's checkpoint upload. One server, one browser;
+the tests run in file order on one page and session. Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.browser_support import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    app_server,
+    assert_no_exception,
+    require_browser,
+    wait_for_run,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SLIDE = "demo_002"  # a tumor slide of the small cohort (not the one Review opens on)
+THRESHOLD = "0.55"  # t moved off its default 0.50 in the sidebar
+COLORMAP = "viridis"  # not the default inferno
+CAPTION = re.compile(r"Patch at level-0 \((\d+), (\d+)\), (\d+) px")
+PATCH_POINTS = """() => {
+    const gd = document.querySelector('[data-testid="stMain"] .js-plotly-plot');
+    const map = gd._fullLayout.map._subplot.map;
+    const box = map.getCanvas().getBoundingClientRect();
+    const trace = gd._fullData[0];
+    return {lon: Array.from(trace.lon), lat: Array.from(trace.lat), prob: Array.from(trace.customdata),
+            xy: Array.from(trace.lon).map((lon, i) => { const p = map.project([lon, trace.lat[i]]); return [box.x + p.x, box.y + p.y]; }),
+            canvas: [box.x, box.y, box.width, box.height]};
+}"""
+OVERVIEW_POINTS = """() => {
+    const gd = document.querySelector('[data-testid="stMain"] .js-plotly-plot');
+    const layout = gd._fullLayout, box = gd.getBoundingClientRect(), trace = gd._fullData[0];
+    return {x: Array.from(trace.x), y: Array.from(trace.y), prob: Array.from(trace.customdata), images: (layout.images || []).length,
+            type: trace.type, xy: Array.from(trace.x).map((x, i) => [box.x + layout.xaxis._offset + layout.xaxis.l2p(x),
+                                                              box.y + layout.yaxis._offset + layout.yaxis.l2p(trace.y[i])])};
+}"""
+
+
+@pytest.fixture(scope="module")
+def data_folder(app_cohort, tmp_path_factory) -> Path:
+    """A private copy of the small cohort (4 slides, annotations, results written here)."""
+    data = tmp_path_factory.mktemp("paths") / "cohort"
+    shutil.copytree(app_cohort, data)
+    return data
+
+
+@pytest.fixture(scope="module")
+def page(data_folder, shared_slides, tmp_path_factory):
+    """One server and one browser page (one Streamlit session) that the tests walk in order."""
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with app_server(data_folder, tmp_path_factory.mktemp("log") / "server.log") as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        tab = context.new_page()
+        tab.goto(url, wait_until="domcontentloaded")
+        tab.get_by_role("heading", name="Review").wait_for(timeout=90_000)
+        wait_for_run(tab)
+        yield tab
+        browser.close()
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"paths-{name}.png"))
+
+
+def open_page(page, title: str) -> None:
+    """Go to a page through the sidebar's navigation, as a person does."""
+    page.get_by_role("link", name=title).first.click()
+    page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
+    wait_for_run(page, 180)
+
+
+def pick(page, label: str, option: str, where: str = "stMain") -> None:
+    """Choose ``option`` in the selectbox labelled ``label``."""
+    box = page.locator(f'[data-testid="{where}"] [data-testid="stSelectbox"]').filter(has_text=label).first
+    box.wait_for(timeout=30_000)
+    choice = page.get_by_role("option", name=option, exact=True)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(3):  # a rerun that redraws the box may close its list before the click lands
+        box.click()
+        try:
+            choice.wait_for(timeout=5_000)
+            choice.click(timeout=5_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+            page.keyboard.press("Escape")
+            wait_for_run(page)
+    wait_for_run(page)
+    assert option in selectbox_text(page, label, where), f"{label} shows {selectbox_text(page, label, where)!r}, not {option!r}"
+
+
+def selectbox_text(page, label: str, where: str = "stMain") -> str:
+    """Return what the selectbox labelled ``label`` shows (its text and its input's value)."""
+    box = page.locator(f'[data-testid="{where}"] [data-testid="stSelectbox"]').filter(has_text=label).first
+    return box.evaluate("b => b.textContent + ' ' + Array.from(b.querySelectorAll('input')).map(i => i.value).join(' ')")
+
+
+def cohort_table(page) -> list[dict[str, str]]:
+    """Return the rows of Review's cohort table as the grid's accessible table shows them."""
+    header, cells = page.evaluate(
+        """() => { const d = document.querySelector('[data-testid="stDataFrame"]');
+                   return [Array.from(d.querySelectorAll('th')).map(e => e.textContent),
+                           Array.from(d.querySelectorAll('td')).map(e => e.textContent)]; }"""
+    )
+    return [dict(zip(header, cells[i : i + len(header)])) for i in range(0, len(cells), len(header))]
+
+
+def one_plot(page) -> None:
+    """Wait until the main area holds exactly one slide figure (the old one is gone after a rerun)."""
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=\"stMain\"] .js-plotly-plot').length === 2", timeout=60_000
+    )  # the slide figure and its colour bar
+    page.wait_for_timeout(800)
+
+
+def viewer_points(page) -> dict:
+    page.wait_for_function("() => document.querySelectorAll('.maplibregl-canvas').length === 1", timeout=60_000)
+    canvas = page.locator(".maplibregl-canvas")
+    canvas.scroll_into_view_if_needed()
+    page.wait_for_function(
+        "() => { const gd = document.querySelector('[data-testid=\"stMain\"] .js-plotly-plot');"
+        " return gd && gd._fullLayout.map && gd._fullLayout.map._subplot.map.loaded(); }", timeout=60_000
+    )
+    page.wait_for_timeout(800)
+    return page.evaluate(PATCH_POINTS)
+
+
+def selected_marker(page) -> tuple[float, float] | None:
+    """Return where the slide figure draws its "selected patch" marker (lon, lat or x, y), None if it draws none."""
+    return page.evaluate(
+        """() => { const gd = document.querySelector('[data-testid="stMain"] .js-plotly-plot');
+                   const t = gd._fullData.find(d => d.name === 'selected patch');
+                   return t ? (t.lon ? [t.lon[0], t.lat[0]] : [t.x[0], t.y[0]]) : null; }"""
+    )
+
+
+LATE_MARKER = (
+    "BUG pages/review.py (the figure, lines ~188-202, is built before the chart selection is read, line ~209): after a {how}, "
+    "the 'selected patch' marker is {where} until the next rerun (the figure sent with the new selection is the one "
+    "built before it)"
+)
+BOX_DROPPED = (
+    "BUG pages/review.py (st.plotly_chart of the slide figure, line ~203): a selection made after another one is dropped. "
+    "Streamlit 1.67 computes the chart's widget id from the figure (key_as_main_identity=False); the figure drawn "
+    "after a click still lacks the 'selected patch' marker (it is stored only after the chart call), so the next "
+    "rerun builds a different figure, hence a new widget id with no selection: the box (or a second click) does "
+    "nothing, and the viewer falls back to pan mode. Fix: st.rerun() when the selection changes (keep the 'N "
+    "patches selected' count in session state), or keep the selection out of the figure"
+)
+
+
+def selected_caption(page, timeout: float = 30_000) -> tuple[int, int, int]:
+    text = page.get_by_text(CAPTION).first
+    text.wait_for(timeout=timeout)
+    x, y, size = map(int, CAPTION.search(text.inner_text()).groups())
+    return x, y, size
+
+
+def metric(page, label: str) -> str:
+    """Return the value shown by the st.metric labelled ``label``."""
+    box = page.locator('[data-testid="stMetric"]').filter(has=page.locator('[data-testid="stMetricLabel"]', has_text=label)).first
+    return box.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def download(page, name: str | re.Pattern, timeout: float = 120_000) -> tuple[str, bytes]:
+    """Click the download button ``name``; return the file's suggested name and its bytes."""
+    button = page.get_by_role("button", name=name)
+    button.first.wait_for(timeout=30_000)
+    with page.expect_download(timeout=timeout) as info:
+        button.first.click()
+    done = info.value
+    assert done.failure() is None, f"download {name} failed: {done.failure()}"
+    return done.suggested_filename, Path(done.path()).read_bytes()
+
+
+def check_png(data: bytes, what: str) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    assert image.format == "PNG", what
+    assert image.width > 0 and image.height > 0, what
+    assert image.mode in ("RGB", "RGBA"), f"{what}: mode {image.mode}"
+    rgb = np.asarray(image.convert("RGB"))
+    assert rgb.std() > 1, f"{what} is a blank picture"
+    return image
+
+
+def set_threshold(page, value: str) -> None:
+    """Move the sidebar's t with the keyboard, a step at a time, to ``value``."""
+    slider = page.locator('[data-testid="stSidebar"] input[aria-label="Decision threshold t"]')
+    shown = page.locator('[data-testid="stSidebar"] [data-testid="stSliderThumbValue"]').first
+    for _ in range(100):
+        now = float(slider.input_value())
+        if f"{now:.2f}" == value:
+            break
+        slider.press("ArrowRight" if float(value) > now else "ArrowLeft")
+        page.wait_for_function(
+            "([el, old]) => el.textContent.trim() !== old", arg=[shown.element_handle(), f"{now:.2f}"], timeout=30_000
+        )
+        wait_for_run(page)
+    assert shown.inner_text().strip() == value and slider.input_value() == f"{float(value):g}"
+
+
+WALK: dict = {}  # what one test leaves for the next (the patch selected on Review)
+
+
+# -- 1, 2. Review: the whole cohort, a clicked patch, a box ------------------------------------------
+def test_review_runs_the_cohort_then_a_click_and_a_box_select_pick_patches(page, data_folder):
+    from core.deepzoom import from_lonlat
+    from core.slide_io import open_slide
+
+    set_threshold(page, THRESHOLD)
+    n = len((data_folder / "cohort.csv").read_text().strip().splitlines()) - 1
+    run_all = page.get_by_role("button", name=f"Run the model on all {n} slides without predictions")
+    run_all.wait_for(timeout=30_000)
+    assert [r["status"] for r in cohort_table(page)] == ["not yet"] * n
+    run_all.click()
+    page.wait_for_function(
+        "() => { const cells = Array.from(document.querySelectorAll('[data-testid=\"stDataFrame\"] td')).map(e => e.textContent);"
+        f" return cells.filter(c => c === 'predicted').length === {n}; }}",
+        timeout=300_000,
+    )
+    wait_for_run(page)
+    assert_no_exception(page, "Review after running the cohort")
+    rows = cohort_table(page)
+    assert [r["status"] for r in rows] == ["predicted"] * n, rows
+    assert all(0 <= float(r["max F(I)"]) <= 1 for r in rows)
+    decision = f"decision at t={THRESHOLD}"
+    assert all(r[decision] == ("cancer" if float(r["max F(I)"]) >= float(THRESHOLD) else "no cancer") for r in rows), rows
+    assert not page.get_by_role("button", name=re.compile("^Run the model on all")).count()
+    shot(page, "1-cohort-predicted")
+
+    # Another slide and another colour map.
+    pick(page, "Slide", SLIDE)
+    pick(page, "Colour map", COLORMAP)
+    assert COLORMAP in selectbox_text(page, "Colour map")
+    points = viewer_points(page)
+    probs = np.array(points["prob"])
+    assert len(probs) > 4
+    assert metric(page, "Slide score max F(I)") == f"{probs.max():.3f}"
+    dims = open_slide(data_folder / "slides" / f"{SLIDE}.tiff").dimensions
+
+    # Click a patch of middling probability where it is drawn on the map.
+    order = np.argsort(probs)
+    clicked = int(order[len(order) // 2])
+    page.mouse.click(*points["xy"][clicked])
+    wait_for_run(page)
+    x, y, size0 = selected_caption(page)
+    cx, cy = from_lonlat(points["lon"][clicked], points["lat"][clicked], dims)
+    assert (x + size0 / 2, y + size0 / 2) == pytest.approx((float(cx), float(cy)), abs=1), "the caption names another patch than the clicked one"
+    assert metric(page, "F(I), probability of cancer") == f"{probs[clicked]:.3f}"
+    assert_no_exception(page, "a clicked patch")
+    WALK["patch"] = (SLIDE, x, y, probs[clicked])
+    bugs: list[str] = []
+    marker = selected_marker(page)
+    if marker is None or marker != pytest.approx([points["lon"][clicked], points["lat"][clicked]], abs=1e-6):
+        bugs.append(LATE_MARKER.format(how="click in the deep-zoom viewer", where="not drawn" if marker is None else "elsewhere"))
+    page.locator(".maplibregl-canvas").scroll_into_view_if_needed()
+    shot(page, "2-clicked-patch")
+
+    # Box-select a 2 x 2 block of patches (edges half-way between patch centres) holding a more suspicious one.
+    points = viewer_points(page)
+    xy = np.array(points["xy"])
+    cols, rows_ = np.unique(np.round(xy[:, 0])), np.unique(np.round(xy[:, 1]))
+    block = None
+    for i in range(len(cols) - 1):
+        for j in range(len(rows_) - 1):
+            x0, x1 = (cols[i - 1] + cols[i]) / 2 if i else cols[i] - 20, (cols[i + 1] + cols[i + 2]) / 2 if i + 2 < len(cols) else cols[i + 1] + 20
+            y0, y1 = (rows_[j - 1] + rows_[j]) / 2 if j else rows_[j] - 20, (rows_[j + 1] + rows_[j + 2]) / 2 if j + 2 < len(rows_) else rows_[j + 1] + 20
+            inside = np.nonzero((xy[:, 0] > x0) & (xy[:, 0] < x1) & (xy[:, 1] > y0) & (xy[:, 1] < y1))[0]
+            if len(inside) >= 3 and clicked not in inside and probs[inside].max() > probs[clicked] + 0.1:
+                block = (x0, y0, x1, y1, inside)
+                break
+        if block:
+            break
+    assert block, "no 2 x 2 block of patches to box-select"
+    x0, y0, x1, y1, inside = block
+    best = int(inside[np.argmax(probs[inside])])
+    page.locator(".maplibregl-canvas").hover()
+    page.locator('[data-testid="stMain"] .modebar-btn[data-title="Box Select"]').first.click()
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=8)
+    page.mouse.move(x1, y1, steps=8)
+    selected = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"] .js-plotly-plot')._fullData[0].selectedpoints")
+    assert sorted(selected or []) == sorted(inside.tolist()), f"plotly selected {selected}, expected {inside.tolist()}"
+    page.mouse.up()
+    wait_for_run(page)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.get_by_text(f"{len(inside)} patches selected; showing the one with the highest F(I).").wait_for(timeout=15_000)
+    except PlaywrightTimeout:
+        shot(page, "2-box-select-ignored")
+        pytest.xfail("; ".join([BOX_DROPPED, *bugs]))
+    bx, by, _ = selected_caption(page)
+    cx, cy = from_lonlat(points["lon"][best], points["lat"][best], dims)
+    assert (bx + size0 / 2, by + size0 / 2) == pytest.approx((float(cx), float(cy)), abs=1)
+    assert metric(page, "F(I), probability of cancer") == f"{probs[best]:.3f}"
+    assert_no_exception(page, "a box selection")
+    WALK["patch"] = (SLIDE, bx, by, probs[best])
+    shot(page, "2-box-selected")
+    marker = selected_marker(page)
+    if marker is None or marker != pytest.approx([points["lon"][best], points["lat"][best]], abs=1e-6):
+        bugs.append(LATE_MARKER.format(how="box selection", where="not drawn" if marker is None else "drawn elsewhere"))
+    if bugs:
+        pytest.xfail("; ".join(bugs))
+
+
+# -- 2 (end), 5. Explain: the selected patch, every parameter, the other target, an uploaded image --
+def test_explain_the_selected_patch_with_every_parameter_changed_then_an_uploaded_image(page, tmp_path):
+    from skimage import data as skdata
+
+    slide, _x, _y, prob = WALK["patch"]
+    page.get_by_role("button", name="Explain this patch").click()
+    page.get_by_role("heading", name="Explain").first.wait_for(timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 7", timeout=300_000)
+    wait_for_run(page, 300)
+    assert_no_exception(page, "Explain of the selected patch")
+    page.get_by_text(re.compile(f"^{slide} \\(128 px at the model's input\\)")).wait_for(timeout=30_000)
+    assert page.locator('input[type=radio][aria-checked="true"], input[type=radio]:checked').first.evaluate(
+        "e => e.closest('label').textContent"
+    ) == "selected on the Review page"
+    assert metric(page, "F(I)") == f"{prob:.3f}"
+    shot(page, "3-explain-selected")
+
+    page.get_by_text("Method parameters").click()
+    caption = lambda text: page.locator('[data-testid="stCaptionContainer"]').filter(has_text=text).first
+    pick(page, "Grad-CAM layer", "features.6")
+    caption("layer features.6 (").wait_for(timeout=120_000)
+    changes = [
+        ("SmoothGrad samples", "7", "n_samples=7, noise=0.15"),
+        ("SmoothGrad noise (std, 0..1 image)", "0.07", "n_samples=7, noise=0.07"),
+        ("Occlusion window (px)", "24", "window=24, stride=16"),
+        ("Occlusion stride (px)", "12", "window=24, stride=12"),
+        ("LIME superpixels (SLIC n_segments)", "20", "n_segments=20, compactness=10.0"),
+        ("LIME samples", "150", "n_samples=150"),
+        ("SLIC compactness", "20", "n_segments=20, compactness=20.0"),
+        ("IG steps", "12", "n_steps=12"),
+    ]
+    for label, value, shown in changes:
+        field = page.locator(f'[data-testid="stMain"] input[aria-label="{label}"]')
+        field.fill(value)
+        field.press("Enter")
+        caption(shown).wait_for(timeout=120_000)
+        wait_for_run(page, 120)
+    pick(page, "IG baseline", "blurred")
+    caption("baseline=blurred").wait_for(timeout=120_000)
+    wait_for_run(page, 120)
+    lime = caption("n_segments=").inner_text()
+    assert "n_segments=20, compactness=20.0" in lime and "n_samples=150" in lime, lime
+    assert "n_steps=12" in caption("baseline=blurred").inner_text()
+    assert "window=24, stride=12" in caption("window=").inner_text()
+    assert caption(re.compile(r"^\d+ superpixels; surrogate R²")).count()
+    assert_no_exception(page, "Explain with every parameter changed")
+
+    pictures = lambda: page.locator('[data-testid="stImage"] img').evaluate_all("els => els.map(e => e.src)")
+    before = pictures()
+    page.get_by_text("1 − F(I): not cancer").click()
+    page.wait_for_function(
+        "before => { const now = Array.from(document.querySelectorAll('[data-testid=\"stImage\"] img')).map(e => e.src);"
+        " return now.length === 7 && now.slice(3).every((src, i) => src !== before[3 + i]); }",
+        arg=before, timeout=120_000,
+    )
+    wait_for_run(page, 120)
+    after = pictures()
+    assert len(after) == 7 and after[0] == before[0], "the patch itself should not change with the target"
+    # Grad-CAM, occlusion, LIME and integrated gradients are signed: explaining 1 - F(I) redraws them.
+    assert all(a != b for a, b in zip(after[3:], before[3:]))
+    assert_no_exception(page, "Explain of 1 - F(I)")
+    for method in ("Saliency", "SmoothGrad", "Grad-CAM", "Occlusion", "LIME on SLIC superpixels", "Integrated gradients"):
+        assert page.locator('[data-testid="stMarkdownContainer"] strong', has_text=method).count(), method
+    page.locator('[data-testid="stImage"]').nth(3).scroll_into_view_if_needed()
+    shot(page, "4-explain-not-cancer-parameters")
+
+    name, data = download(page, "Download the patch with its explanations (PNG)")
+    assert name.endswith(".png") and slide in name
+    picture = check_png(data, "explanations PNG")
+    assert picture.width >= 400, picture.size
+
+    # A patch image of real tissue, uploaded: the explanations are drawn for it.
+    crop = np.asarray(skdata.immunohistochemistry())[:512, :512]
+    upload = tmp_path / "ihc-crop.png"
+    Image.fromarray(crop).save(upload)
+    page.get_by_text("upload an image").click()
+    wait_for_run(page)
+    page.locator('[data-testid="stMain"] input[type=file]').first.set_input_files(str(upload))
+    page.get_by_text(re.compile(r"^ihc-crop\.png \(128 px at the model's input\)")).wait_for(timeout=120_000)
+    page.wait_for_function("document.querySelectorAll('[data-testid=\"stImage\"] img').length === 7", timeout=300_000)
+    wait_for_run(page, 300)
+    assert_no_exception(page, "Explain of an uploaded patch image")
+    assert pictures()[0] not in after, "the uploaded image is not the patch shown"
+    # What the user chose is still chosen (a run with no patch yet drew none of these widgets).
+    checked = page.locator('[data-testid="stMain"] [data-testid="stRadio"] input[type=radio]:checked').evaluate_all(
+        "els => els.map(e => e.closest('label').textContent)"
+    )
+    assert checked == ["upload an image", "1 − F(I): not cancer"], f"the target was reset: {checked}"
+    for label, value, _ in changes:
+        assert float(page.locator(f'[data-testid="stMain"] input[aria-label="{label}"]').input_value()) == float(value), f"{label} was reset"
+    assert "features.6" in selectbox_text(page, "Grad-CAM layer") and "blurred" in selectbox_text(page, "IG baseline")
+    assert "n_segments=20, compactness=20.0" in caption("n_segments=").inner_text(), "the parameters were reset"
+    assert "baseline=blurred" in caption("blur_sigma=").inner_text() and "layer features.6 (" in caption("layer features.").inner_text()
+    page.locator('[data-testid="stImage"]').nth(3).scroll_into_view_if_needed()
+    shot(page, "5-explain-uploaded-image")
+
+
+# -- 3, 4. Review: the overview, its click, the downloads ---------------------------------------------
+def test_review_overview_click_and_every_result_download(page, data_folder):
+    from core.slide_io import open_slide
+
+    bugs: list[str] = []
+    open_page(page, "Review")
+    shown = selectbox_text(page, "Slide")
+    if SLIDE not in shown:
+        forgotten = [f"slide (shows {shown.split()[-1]})"]
+        if COLORMAP not in selectbox_text(page, "Colour map"):
+            forgotten.append("colour map")
+        shot(page, "6-review-forgot-the-slide")
+        bugs.append(
+            f"BUG app/main.py (line ~35, the keys written back before st.navigation): back on Review after Explain, "
+            f"Review forgot the {' and the '.join(forgotten)} chosen before ({SLIDE}, {COLORMAP}); the patch selected "
+            f"there is still {SLIDE}'s. Review's widget keys (state.SELECTED_SLIDE, COLORMAP, OPACITY, VIEW_MODE, "
+            f"SHOW_ANNOTATIONS, CUT_BELOW_T, FADE_LOW) are not in the tuple kept across pages, so Streamlit drops them "
+            f"on a run of another page."
+        )
+        pick(page, "Slide", SLIDE)  # what a person does next
+    page.get_by_role("radio", name="Overview", exact=True).click()
+    wait_for_run(page)
+    one_plot(page)
+    page.locator('[data-testid="stMain"] .js-plotly-plot').first.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    points = page.evaluate(OVERVIEW_POINTS)
+    assert points["images"] == 1, "the overview has no slide picture"
+    probs = np.array(points["prob"])
+    assert len(probs) > 4
+    assert_no_exception(page, "the overview")
+    shot(page, "6-overview")
+    # The colour bar under the slide: its colours span the figure's width.
+    bar = page.evaluate(
+        """() => { const gd = document.querySelectorAll('[data-testid="stMain"] .js-plotly-plot')[1];
+                   const image = gd.querySelector('.imagelayer image');
+                   return [gd.getBoundingClientRect().width, image ? image.getBoundingClientRect().width : 0]; }"""
+    )
+    if bar[1] < bar[0] / 2:
+        bugs.append(
+            f"BUG app/figures.py (colorbar_figure, line ~107): the colour bar under the slide is drawn {bar[1]:.0f} px wide "
+            f"in a {bar[0]:.0f} px figure: go.Image ties the y axis to the x axis (scaleanchor), and 12 rows of dy=1 "
+            f"against 256 columns of dx=1/255 squeeze it to a sliver. Fix: fig.update_yaxes(scaleanchor=False) (checked in Chromium)"
+        )
+
+    current = selected_caption(page)
+    target = next(int(i) for i in np.argsort(probs)[::-1] if (round(points["x"][i] - current[2] / 2), round(points["y"][i] - current[2] / 2)) != current[:2])
+    page.mouse.click(*points["xy"][target])
+    wait_for_run(page)
+    want = (round(points["x"][target] - current[2] / 2), round(points["y"][target] - current[2] / 2))
+    page.get_by_text(f"Patch at level-0 ({want[0]}, {want[1]})").wait_for(timeout=30_000)
+    assert metric(page, "F(I), probability of cancer") == f"{probs[target]:.3f}"
+    assert_no_exception(page, "a patch clicked on the overview")
+    marker = selected_marker(page)
+    if marker is None or marker != pytest.approx([points["x"][target], points["y"][target]], abs=1e-6):
+        bugs.append(LATE_MARKER.format(how="click on the overview", where="not drawn" if marker is None else f"still at {marker}"))
+    shot(page, "7-overview-clicked")
+
+    dims = open_slide(data_folder / "slides" / f"{SLIDE}.tiff").dimensions
+    t = float(THRESHOLD)
+    page.get_by_text("Download this slide's result").click()
+    name, data = download(page, "QuPath GeoJSON (.geojson.gz)")
+    assert name == f"{SLIDE}-t{THRESHOLD}.geojson.gz"
+    geojson = json.loads(gzip.decompress(data))
+    assert geojson["type"] == "FeatureCollection"
+    tiles = [f for f in geojson["features"] if "tumor_prob" in f["properties"].get("measurements", {})]
+    assert len(tiles) == len(probs), "one QuPath tile per patch"
+    tile_probs = np.array([f["properties"]["measurements"]["tumor_prob"] for f in tiles])
+    assert ((tile_probs >= 0) & (tile_probs <= 1)).all()
+    assert np.sort(tile_probs) == pytest.approx(np.sort(probs), abs=1e-6)
+    assert all(f["properties"]["classification"]["name"] == ("Tumor" if p >= t else "Normal") for f, p in zip(tiles, tile_probs))
+    regions = [f for f in geojson["features"] if f["properties"].get("objectType") == "annotation"]
+    assert regions and all(0 <= r["properties"]["measurements"]["max_prob"] <= 1 for r in regions)
+    assert max(r["properties"]["measurements"]["max_prob"] for r in regions) == pytest.approx(probs.max(), abs=1e-6)
+
+    name, data = download(page, "ASAP XML regions")
+    assert name == f"{SLIDE}-t{THRESHOLD}.xml"
+    root = ET.fromstring(data)
+    assert root.tag == "ASAP_Annotations"
+    annotations = root.findall("./Annotations/Annotation")
+    assert annotations, "no region at t on a tumor slide"
+    for annotation in annotations:
+        coords = np.array([(float(c.get("X")), float(c.get("Y"))) for c in annotation.findall("./Coordinates/Coordinate")])
+        assert len(coords) >= 3
+        assert (coords >= 0).all() and (coords[:, 0] <= dims[0]).all() and (coords[:, 1] <= dims[1]).all()
+
+    name, data = download(page, "Camelyon16 detections (CSV)")
+    assert name == f"{SLIDE}.csv"
+    reader = list(csv.reader(io.StringIO(data.decode())))
+    assert reader[0] == ["prob", "x", "y"]
+    detections = np.array(reader[1:], dtype=float)
+    assert len(detections) >= 1
+    assert ((detections[:, 0] >= 0) & (detections[:, 0] <= 1)).all()
+    assert detections[:, 0].max() == pytest.approx(probs.max(), abs=1e-6)
+    assert ((detections[:, 1] >= 0) & (detections[:, 1] < dims[0]) & (detections[:, 2] >= 0) & (detections[:, 2] < dims[1])).all()
+
+    name, data = download(page, "Overview PNG")
+    assert name == f"{SLIDE}-overview-t{THRESHOLD}.png"
+    overview = check_png(data, "overview PNG")
+    assert overview.width == 1600
+    assert_no_exception(page, "the Review downloads")
+    shot(page, "8-review-downloads")
+    if bugs:
+        pytest.xfail("; ".join(bugs))
+
+
+# -- 4. Threshold tuning: every figure in every format, and the report -------------------------------
+def test_threshold_figures_in_every_format_and_the_cohort_report(page):
+    open_page(page, "Threshold tuning")
+    page.get_by_role("heading", name="3. Do we detect the individual tumors?").wait_for(timeout=120_000)
+    assert not page.get_by_text("have no predictions with this model yet").count()
+    assert_no_exception(page, "Threshold tuning")
+    assert metric(page, f"Slide accuracy at t = {THRESHOLD}") != "n/a"
+    page.get_by_text("Download the figures and a cohort report").click()
+    figures = ["slide_roc", "slide_confusion", "patch_roc", "patch_pr", "patch_confusion", "froc"]
+    for fmt in ("html", "png", "svg"):
+        page.locator('[data-testid="stMain"] [data-testid="stRadio"]').filter(has_text="Figure format").get_by_text(fmt, exact=True).click()
+        page.get_by_role("button", name=f"froc (.{fmt})").wait_for(timeout=30_000)
+        wait_for_run(page)
+        for figure in figures:
+            name, data = download(page, f"{figure} (.{fmt})")
+            assert name == f"{figure}-t{THRESHOLD}.{fmt}"
+            if fmt == "html":
+                text = data.decode()
+                assert "<html" in text.lower() and "plotly" in text.lower(), f"{name} is not a plotly page"
+            elif fmt == "png":
+                check_png(data, name)
+            else:
+                root = ET.fromstring(data)
+                assert root.tag.rsplit("}", 1)[-1] == "svg", f"{name}: root {root.tag}"
+                assert len(list(root.iter())) > 10, f"{name} draws nothing"
+    assert_no_exception(page, "the figure downloads")
+    shot(page, "9-threshold-downloads")
+
+    name, data = download(page, re.compile("^Cohort report"))
+    assert name == f"cohort-report-t{THRESHOLD}.html"
+    html = data.decode()
+    assert "<html" in html.lower() and all(f"demo_00{i}" in html for i in range(1, 5))
+    assert not re.search(r"<script[^>]+src=|<link[^>]+href=[\"']https?:", html), "the report needs the internet"
+
+
+# -- 6. Sidebar: an uploaded checkpoint becomes the model ----------------------------------------------
+def test_an_uploaded_checkpoint_becomes_the_model(page, tmp_path):
+    import torch
+
+    from core.model import build_model, save_checkpoint
+
+    torch.manual_seed(1)
+    checkpoint = tmp_path / "my-tiny.pt"
+    save_checkpoint(checkpoint, build_model("tiny"), {"patch_size": 64, "mpp": 1.0, "label": "uploaded test"})
+    bugs: list[str] = []
+    open_page(page, "Review")
+    page.locator('[data-testid="stSidebar"] input[type=file]').first.set_input_files(str(checkpoint))
+    model_line = page.get_by_text(re.compile(r"patches 64 px at 1 µm/px")).first
+    error = page.locator('[data-testid="stException"]')
+    model_line.or_(error).first.wait_for(timeout=60_000)
+    wait_for_run(page, 60)
+    if error.count():
+        shot(page, "10-uploaded-checkpoint-exception")
+        bugs.append(
+            "BUG app/main.py (line ~64, the checkpoint upload): a good checkpoint uploaded in the sidebar ends in "
+            "StreamlitWidgetAlreadyInstantiatedError: st.session_state[state.MODEL_CHOICE] is set after the Model "
+            "selectbox (line ~51) is drawn. Fix: keep the choice under another key, st.rerun(), and apply it before "
+            "the selectbox (or handle the upload above the selectbox)"
+        )
+        open_page(page, "Review")  # what a person does next: go on, then pick the uploaded model
+        pick(page, "Model", "uploaded: my-tiny.pt", where="stSidebar")
+        model_line.wait_for(timeout=60_000)
+        wait_for_run(page, 60)
+    assert_no_exception(page, "the uploaded checkpoint in use")
+    assert "uploaded: my-tiny.pt" in selectbox_text(page, "Model", where="stSidebar")
+    model_line = page.locator('[data-testid="stCaptionContainer"]').filter(has_text="patches 64 px").first.inner_text()
+    assert model_line.startswith("Model: uploaded: my-tiny.pt") and "demo" not in model_line, model_line
+    # The new model has no predictions yet: the cohort table says so and offers to run it.
+    rows = cohort_table(page)
+    assert [r["status"] for r in rows] == ["not yet"] * len(rows), rows
+    page.get_by_role("button", name=f"Run the model on all {len(rows)} slides without predictions").wait_for(timeout=30_000)
+    shot(page, "10-uploaded-checkpoint")
+    if bugs:
+        pytest.xfail("; ".join(bugs))
