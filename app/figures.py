@@ -112,7 +112,9 @@ def colorbar_figure(colormap: str, threshold: float, height: int = 80) -> go.Fig
     lut = (colormaps[colormap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
     fig = go.Figure(go.Image(z=np.repeat(lut[None], 12, axis=0), x0=0.0, dx=1 / 255, y0=0, dy=1, hoverinfo="skip"))
     fig.add_vline(x=threshold, line=dict(color="cyan", width=3))
-    fig.update_yaxes(visible=False)
+    # The image trace ties the axes' scales (scaleanchor): a 1-pixel-high bar then shrinks to a
+    # sliver (3 px wide in a 940 px figure with plotly 7.1); free the y axis so it spans the width.
+    fig.update_yaxes(visible=False, scaleanchor=False)
     fig.update_xaxes(title=None, tickvals=[0, 0.25, 0.5, 0.75, 1.0], range=[-0.005, 1.005], showgrid=False)
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=22, b=25), plot_bgcolor="white", paper_bgcolor="white",
                       annotations=[dict(x=threshold, y=1.0, yref="paper", text=f"t = {threshold:.2f}", showarrow=False, yanchor="bottom")])

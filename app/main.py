@@ -44,6 +44,8 @@ def run_frame() -> None:
         st.markdown("## Pathology Explorer")
         st.selectbox("Data folder", folders, key=state.DATA_DIR, format_func=lambda p: f"{Path(p).name}/ (demo, synthetic)" if p == folders[0] else p)
         choices = context.model_choices()
+        if state.PENDING_MODEL_CHOICE in st.session_state:  # a checkpoint uploaded in the last run
+            st.session_state[state.MODEL_CHOICE] = st.session_state.pop(state.PENDING_MODEL_CHOICE)
         if choices:
             st.session_state.setdefault(state.MODEL_CHOICE, next(iter(choices)))
             if st.session_state[state.MODEL_CHOICE] not in choices:
@@ -61,7 +63,8 @@ def run_frame() -> None:
             else:
                 if st.session_state.get(state.MODEL_UPLOAD) != str(path):
                     st.session_state[state.MODEL_UPLOAD] = str(path)
-                    st.session_state[state.MODEL_CHOICE] = f"uploaded: {path.name}"
+                    # The Model selectbox is drawn already: choose the upload before it, next run.
+                    st.session_state[state.PENDING_MODEL_CHOICE] = f"uploaded: {path.name}"
                     st.rerun()
         try:
             loaded = context.current_model()

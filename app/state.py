@@ -25,6 +25,21 @@ DEFAULT_OPACITY = 0.45
 
 #: The Review page's viewer settings and their defaults (set as session state, not value=).
 VIEWER_DEFAULTS = {OPACITY: DEFAULT_OPACITY, SHOW_ANNOTATIONS: True, CUT_BELOW_T: False, FADE_LOW: True, VIEW_MODE: "Deep zoom"}
+#: The Explain page's settings: target, methods and each method's parameters.
+EXPLAIN_TARGET, EXPLAIN_METHODS = "explain_target", "explain_methods"
+EXPLAIN_LAYER, EXPLAIN_SG_SAMPLES, EXPLAIN_SG_NOISE = "explain_gradcam_layer", "explain_smoothgrad_samples", "explain_smoothgrad_noise"
+EXPLAIN_OCC_WINDOW, EXPLAIN_OCC_STRIDE = "explain_occlusion_window", "explain_occlusion_stride"
+EXPLAIN_LIME_SEGMENTS, EXPLAIN_LIME_SAMPLES, EXPLAIN_LIME_COMPACTNESS = "explain_lime_segments", "explain_lime_samples", "explain_lime_compactness"
+EXPLAIN_IG_BASELINE, EXPLAIN_IG_STEPS = "explain_ig_baseline", "explain_ig_steps"
+EXPLAIN_SETTINGS = (
+    EXPLAIN_TARGET, EXPLAIN_METHODS, EXPLAIN_LAYER, EXPLAIN_SG_SAMPLES, EXPLAIN_SG_NOISE, EXPLAIN_OCC_WINDOW, EXPLAIN_OCC_STRIDE,
+    EXPLAIN_LIME_SEGMENTS, EXPLAIN_LIME_SAMPLES, EXPLAIN_LIME_COMPACTNESS, EXPLAIN_IG_BASELINE, EXPLAIN_IG_STEPS,
+)
+#: The model chosen by an upload, applied before the Model selectbox is drawn on the next run.
+PENDING_MODEL_CHOICE = "pending_model_choice"
+#: How many patches the last click or box selected (its caption survives the rerun that follows).
+SELECTION_COUNT = "selection_count"
+
 #: Widget keys the frame keeps across page switches (Streamlit drops a widget's value when a
 #: run does not draw it): the sidebar's, the chosen slide, the viewer settings, the FROC mode.
-PERSISTENT_KEYS = (DATA_DIR, MODEL_CHOICE, THRESHOLD, SELECTED_SLIDE, COLORMAP, EVAL_MODE, *VIEWER_DEFAULTS)
+PERSISTENT_KEYS = (DATA_DIR, MODEL_CHOICE, THRESHOLD, SELECTED_SLIDE, COLORMAP, EVAL_MODE, *VIEWER_DEFAULTS, *EXPLAIN_SETTINGS)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import streamlit as st
 
-from app import widgets
+from app import state, widgets
 from core.errors import PathologyError
 from core.explain import METHODS, explain_patch, explanation_key, method_defaults
 from core.export import render_explanations_png
@@ -21,18 +21,12 @@ TITLES = {
     "ig": "Integrated gradients",
 }
 
-#: Session keys of the explanation settings. A run that stops before drawing them (no patch
-#: yet, e.g. right after choosing "upload an image") would make Streamlit forget their values:
-#: writing them back first keeps what the user chose.
-TARGET, CHOSEN = "explain_target", "explain_methods"
-LAYER, SG_SAMPLES, SG_NOISE = "explain_gradcam_layer", "explain_smoothgrad_samples", "explain_smoothgrad_noise"
-OCC_WINDOW, OCC_STRIDE = "explain_occlusion_window", "explain_occlusion_stride"
-LIME_SEGMENTS, LIME_SAMPLES, LIME_COMPACTNESS = "explain_lime_segments", "explain_lime_samples", "explain_lime_compactness"
-IG_BASELINE, IG_STEPS = "explain_ig_baseline", "explain_ig_steps"
-SETTINGS = (TARGET, CHOSEN, LAYER, SG_SAMPLES, SG_NOISE, OCC_WINDOW, OCC_STRIDE, LIME_SEGMENTS, LIME_SAMPLES, LIME_COMPACTNESS, IG_BASELINE, IG_STEPS)
-for kept in SETTINGS:
-    if kept in st.session_state:
-        st.session_state[kept] = st.session_state[kept]
+# The settings' session keys are app/state.py's; the frame keeps them across runs and pages.
+TARGET, CHOSEN = state.EXPLAIN_TARGET, state.EXPLAIN_METHODS
+LAYER, SG_SAMPLES, SG_NOISE = state.EXPLAIN_LAYER, state.EXPLAIN_SG_SAMPLES, state.EXPLAIN_SG_NOISE
+OCC_WINDOW, OCC_STRIDE = state.EXPLAIN_OCC_WINDOW, state.EXPLAIN_OCC_STRIDE
+LIME_SEGMENTS, LIME_SAMPLES, LIME_COMPACTNESS = state.EXPLAIN_LIME_SEGMENTS, state.EXPLAIN_LIME_SAMPLES, state.EXPLAIN_LIME_COMPACTNESS
+IG_BASELINE, IG_STEPS = state.EXPLAIN_IG_BASELINE, state.EXPLAIN_IG_STEPS
 
 st.title("Explain")
 loaded = widgets.require_model()

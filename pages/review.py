@@ -180,6 +180,7 @@ if len(predictions) and view_cols[1].button("Go to the most suspicious patch", h
         "size0": size0, "slide_mpp": context.given_mpp(name), "prob": float(predictions.prob[best]),
     }
     st.session_state[state.VIEW_FOCUS] = (name, float(centres_x[best]), float(centres_y[best]))
+    st.session_state[state.SELECTION_COUNT] = 1
     selected_patch, selected_index = st.session_state[state.SELECTED_PATCH], best
 focus = st.session_state.get(state.VIEW_FOCUS)
 focus = focus[1:] if focus and focus[0] == name else None
@@ -213,13 +214,19 @@ points = [p for p in (event.selection.points if event else []) if p.get("curve_n
 if points:
     chosen = [int(p["point_index"]) for p in points]
     best = max(chosen, key=lambda i: predictions.prob[i])  # in a box, the most suspicious patch
-    st.session_state[state.SELECTED_PATCH] = {
+    picked = {
         "slide": name, "path": str(slide.path), "x": int(predictions.x[best]), "y": int(predictions.y[best]),
         "size0": size0, "slide_mpp": context.given_mpp(name), "prob": float(predictions.prob[best]),
     }
-    selected_patch = st.session_state[state.SELECTED_PATCH]
-    if len(chosen) > 1:
-        st.caption(f"{len(chosen)} patches selected; showing the one with the highest F(I).")
+    if picked != selected_patch:
+        # Rerun at once: the figure draws the new selection's marker, and Streamlit (which keys
+        # the chart by its figure) then starts from a fresh selection, so the next click or box counts.
+        st.session_state[state.SELECTED_PATCH] = picked
+        st.session_state[state.SELECTION_COUNT] = len(chosen)
+        st.rerun()
+count = st.session_state.get(state.SELECTION_COUNT, 1)
+if selected_patch and selected_patch.get("slide") == name and count > 1:
+    st.caption(f"{count} patches selected; showing the one with the highest F(I).")
 
 # -- downloads: the result in the tools of the trade ----------------------------------------------
 with st.expander("Download this slide's result"):

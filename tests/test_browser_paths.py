@@ -318,7 +318,7 @@ def test_review_runs_the_cohort_then_a_click_and_a_box_select_pick_patches(page,
         page.get_by_text(f"{len(inside)} patches selected; showing the one with the highest F(I).").wait_for(timeout=15_000)
     except PlaywrightTimeout:
         shot(page, "2-box-select-ignored")
-        pytest.xfail("; ".join([BOX_DROPPED, *bugs]))
+        pytest.fail("; ".join([BOX_DROPPED, *bugs]))
     bx, by, _ = selected_caption(page)
     cx, cy = from_lonlat(points["lon"][best], points["lat"][best], dims)
     assert (bx + size0 / 2, by + size0 / 2) == pytest.approx((float(cx), float(cy)), abs=1)
@@ -330,7 +330,7 @@ def test_review_runs_the_cohort_then_a_click_and_a_box_select_pick_patches(page,
     if marker is None or marker != pytest.approx([points["lon"][best], points["lat"][best]], abs=1e-6):
         bugs.append(LATE_MARKER.format(how="box selection", where="not drawn" if marker is None else "drawn elsewhere"))
     if bugs:
-        pytest.xfail("; ".join(bugs))
+        pytest.fail("; ".join(bugs))
 
 
 # -- 2 (end), 5. Explain: the selected patch, every parameter, the other target, an uploaded image --
@@ -532,7 +532,7 @@ def test_review_overview_click_and_every_result_download(page, data_folder):
     assert_no_exception(page, "the Review downloads")
     shot(page, "8-review-downloads")
     if bugs:
-        pytest.xfail("; ".join(bugs))
+        pytest.fail("; ".join(bugs))
 
 
 # -- 4. Threshold tuning: every figure in every format, and the report -------------------------------
@@ -608,4 +608,4 @@ def test_an_uploaded_checkpoint_becomes_the_model(page, tmp_path):
     page.get_by_role("button", name=f"Run the model on all {len(rows)} slides without predictions").wait_for(timeout=30_000)
     shot(page, "10-uploaded-checkpoint")
     if bugs:
-        pytest.xfail("; ".join(bugs))
+        pytest.fail("; ".join(bugs))
