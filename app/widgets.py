@@ -92,14 +92,17 @@ def current_patch(loaded: context.LoadedModel) -> tuple[np.ndarray, str, dict] |
         uploaded = st.file_uploader("Patch image (PNG or JPEG)", type=["png", "jpg", "jpeg"], key="patch_upload")
         if uploaded is None:
             return None
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
+
+        from core.slide_io import read_image_rgb
 
         try:
-            image = Image.open(uploaded).convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            st.error(f"{uploaded.name} is not an image this app can read: {exc}")
+            # core's reader: 16-bit data scaled (not clipped white), oversized images refused from their header.
+            rgb = read_image_rgb(context.save_upload(uploaded, "patches"))
+        except PathologyError as exc:
+            st.error(f"{uploaded.name}: {exc}")
             return None
-        array = np.asarray(image.resize((tiling.patch_size, tiling.patch_size)))
+        array = np.asarray(Image.fromarray(rgb).resize((tiling.patch_size, tiling.patch_size)))
         key = f"upload:{uploaded.name}:{uploaded.size}:{hash(array.tobytes())}"
         return array, key, {"slide": uploaded.name, "prob": None}
     try:
