@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -365,14 +364,16 @@ def test_bad_shapes_write_nothing(store: ResultStore, run: RunRecord):
     assert store.run(run.id).n_done == 0
 
 
-def test_read_100k_rows_is_fast(store: ResultStore, run: RunRecord):
+def test_read_100k_rows(store: ResultStore, run: RunRecord):
+    """100k rows come back whole and in (y, x) order (their speed is bench/bench_store.py's, not a test's)."""
     x, y = grid(100_000, cols=400)
-    store.add_predictions(run.id, x, y, 512, 512, np.random.default_rng(0).random(100_000))
-    t = time.perf_counter()
+    prob = np.random.default_rng(0).random(100_000)
+    store.add_predictions(run.id, x, y, 512, 512, prob)
     got = store.read_predictions(run.id)
-    elapsed = time.perf_counter() - t
     assert len(got) == 100_000
-    assert elapsed < 1.0, f"read_predictions took {elapsed:.2f} s for 100k rows"
+    order = np.lexsort((x, y))
+    np.testing.assert_array_equal(got.x, x[order])
+    np.testing.assert_allclose(got.prob, prob[order])
 
 
 def test_predictions_for_model_picks_complete_runs(store: ResultStore, run: RunRecord, slide: SlideRecord,
