@@ -90,6 +90,9 @@ def cohort() -> pd.DataFrame:
     table_file = folder / COHORT_FILE
     stamp = max(table_file.stat().st_mtime if table_file.exists() else 0, folder.stat().st_mtime, slides_dir(folder).stat().st_mtime)
     table = _cohort(str(folder), stamp).copy()
+    typed = st.session_state.get(state.GIVEN_MPP, {})
+    if typed:  # microns per pixel typed on Review for slides whose files lack them
+        table["mpp"] = [typed.get(n, m) for n, m in zip(table["slide"], table["mpp"])]
     uploaded = st.session_state.get(state.UPLOADED_SLIDES, {})
     if uploaded:
         given = st.session_state.get(state.UPLOADED_MPP, {})

@@ -7,6 +7,7 @@ UPLOAD_DIR = "upload_dir"
 UPLOADED_SLIDES = "uploaded_slides"
 UPLOADED_MPP = "uploaded_mpp"  # dict: uploaded slide name -> microns per pixel typed next to the upload
 UPLOAD_MPP_INPUT = "upload_mpp_input"
+GIVEN_MPP = "given_mpp"  # dict: data-folder slide name -> microns per pixel typed on Review (overrides cohort.csv)
 THRESHOLD = "threshold"
 SELECTED_SLIDE = "selected_slide"
 SELECTED_PATCH = "selected_patch"  # dict: slide, path, x, y, size0, level, patch_size, prob

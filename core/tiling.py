@@ -155,7 +155,7 @@ def missing_mpp_message(name: str, found: float | None = None) -> str:
     return (
         f"{what}, which the model needs to cut patches at its "
         "resolution; give it with --mpp on the command line, the mpp column of cohort.csv, or the "
-        "'microns per pixel' field next to the upload in the app (or cut by pyramid level with --level)"
+        "'Microns per pixel' field on the app's Review page (or cut by pyramid level with --level)"
     )
 
 

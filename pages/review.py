@@ -13,7 +13,7 @@ from core.errors import PathologyError
 from core.export import build_asap_xml, build_camelyon_csv, qupath_geojson_bytes, render_overview_png
 from core.heatmap import COLORMAPS, heatmap_over_thumbnail, probability_grid
 from core.slide_io import SUPPORTED_HINT
-from core.tiling import label_patches
+from core.tiling import label_patches, slide_resolution
 
 UPLOAD_TYPES = [suffix.lstrip(".") for suffix in SLIDE_SUFFIXES]
 
@@ -121,6 +121,21 @@ if summary is None or summary["status"] != "complete":
     else:
         st.info(f"{name} has no complete predictions with this model yet.")
         label = f"Run the model on {name}"
+    if loaded.tiling.by_resolution and row["split"] != "uploaded" and slide_resolution(slide) is None:
+        # A data-folder slide without usable resolution metadata: ask here (the upload has its own field).
+        typed = st.number_input(
+            f"Microns per pixel of {name}", min_value=0.0, max_value=100.0, value=context.given_mpp(name), step=0.01,
+            format="%.4f", key=f"mpp-of-{name}",
+            help=f"{name} has no usable resolution metadata; the model cuts {loaded.tiling.patch_size} px patches at "
+            f"{loaded.tiling.mpp:g} µm/px. 0.25 is a typical 40x scan, 0.5 a 20x scan. (A cohort.csv mpp column gives it for good.)",
+        )
+        given = st.session_state.setdefault(state.GIVEN_MPP, {})
+        if (float(typed) if typed else None) != given.get(name):
+            if typed:
+                given[name] = float(typed)
+            else:
+                given.pop(name, None)
+            st.rerun()
     if st.button(label, type="primary"):
         update, bar = widgets.progress_callback(f"Predicting {name}: patch")
         ok = predict(name, row["path"], update)

@@ -142,3 +142,28 @@ def test_network_and_basics_pages(app, predicted):
     assert not at.exception, at.exception
     assert [h.value for h in at.header] == ["Convolution", "Pooling"]
     assert any("max pooling 4 × 4" in c.value for c in at.caption)
+
+
+def test_a_folder_slide_without_resolution_gets_its_mpp_on_review(app, tmp_path, monkeypatch):
+    """A PNG in a data folder (no cohort.csv): Review asks for its microns per pixel, then the model runs on it."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data as skdata
+
+    folder = tmp_path / "pngs"
+    (folder / "slides").mkdir(parents=True)
+    Image.fromarray(np.asarray(skdata.immunohistochemistry())).save(folder / "slides" / "ihc.png")
+    monkeypatch.setenv("PATHEX_DATA_DIRS", str(folder))
+    at = app.run()
+    at.sidebar.selectbox[0].select(str(folder)).run()
+    assert not at.exception, at.exception
+    field = next(n for n in at.number_input if n.label == "Microns per pixel of ihc")
+    assert field.value is None
+    next(b for b in at.button if b.label == "Run the model on ihc").click().run()
+    assert any("ihc has no resolution metadata" in e.value for e in at.error)  # the run failed, saying why
+    field = next(n for n in at.number_input if n.label == "Microns per pixel of ihc")
+    field.set_value(0.5).run()
+    # A given mpp makes runs of their own params: the failed run was for the slide without one.
+    next(b for b in at.button if b.label == "Run the model on ihc").click().run()
+    assert not at.exception, at.exception
+    assert next(m for m in at.metric if m.label.startswith("Patches with F(I)")).value.endswith("/ 3")  # 512 px at 0.5 um/px: 2 x 2 patches of 256 px, 3 with tissue

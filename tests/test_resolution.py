@@ -102,7 +102,7 @@ def test_a_single_level_image_needs_its_mpp(tmp_path):
     model = build_model("tiny")
     tiling = TilingParams(patch_size=64, mpp=0.5, tissue_threshold=0.1)
     with ResultStore(tmp_path / "r.sqlite") as store:
-        with pytest.raises(SlideError, match="patch has no resolution metadata.*--mpp.*mpp column of cohort.csv.*next to the upload"):
+        with pytest.raises(SlideError, match="patch has no resolution metadata.*--mpp.*mpp column of cohort.csv.*Review page"):
             predict_slide(path, model, store, tiling, device="cpu")
         failed = store.runs(status="failed")
         assert len(failed) == 1 and "no resolution metadata" in failed[0].message  # failed with its reason, not 'running'
