@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import streamlit as st
@@ -128,8 +129,11 @@ st.caption(
 )
 
 if results:
+    # slide_x_y for a slide's patch, the file's stem for an uploaded image: a name any file system takes.
+    where = [info.get("slide"), info.get("x"), info.get("y")] if info.get("x") is not None else [info.get("slide")]
+    download_name = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(str(v) for v in where if v is not None)).strip("_.") or "patch"
     st.download_button(
         "Download the patch with its explanations (PNG)",
         lambda: render_explanations_png(image, {TITLES[m]: r for m, r in results.items()}, title=f"{info.get('slide')} · model {loaded.model_id}"),
-        file_name=f"explanations-{patch_key.replace(':', '_')}.png", mime="image/png", on_click="ignore",
+        file_name=f"explanations-{download_name}.png", mime="image/png", on_click="ignore",
     )

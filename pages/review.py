@@ -48,11 +48,6 @@ def predict(name: str, path: str, progress=None) -> bool:
 with st.container():
     upload_cols = st.columns([3, 1])
     uploaded = upload_cols[0].file_uploader("Upload a slide or an image", type=UPLOAD_TYPES, help=SUPPORTED_HINT)
-    upload_mpp = upload_cols[1].number_input(
-        "Microns per pixel", min_value=0.0, max_value=100.0, value=None, step=0.01, format="%.4f", key=state.UPLOAD_MPP_INPUT,
-        help="The upload's level-0 resolution, for images without resolution metadata (PNG, JPEG, some TIFFs). "
-        "Leave empty to use the slide's own metadata. 0.25 is a typical 40x scan, 0.5 a 20x scan.",
-    )
     if uploaded is not None:
         try:
             path = context.save_upload(uploaded, "slides")
@@ -60,16 +55,23 @@ with st.container():
         except PathologyError as exc:
             st.error(f"{uploaded.name}: {exc}")
         else:
-            given = float(upload_mpp) if upload_mpp else None
+            # The field belongs to this file (its key names it): typing never changes another upload.
             known = st.session_state.setdefault(state.UPLOADED_SLIDES, {})
             mpps = st.session_state.setdefault(state.UPLOADED_MPP, {})
+            typed = upload_cols[1].number_input(
+                f"Microns per pixel of {path.stem}", min_value=0.0, max_value=100.0, value=mpps.get(path.stem), step=0.01,
+                format="%.4f", key=f"{state.UPLOAD_MPP_INPUT}-{path.name}",
+                help="This file's level-0 resolution, needed for images without resolution metadata (PNG, JPEG, some "
+                "TIFFs). Leave empty to use the file's own metadata. 0.25 is a typical 40x scan, 0.5 a 20x scan.",
+            )
+            given = float(typed) if typed else None
             if known.get(path.stem) != str(path) or mpps.get(path.stem) != given:
                 known[path.stem] = str(path)
                 mpps[path.stem] = given
                 st.session_state[state.SELECTED_SLIDE] = path.stem
-            if loaded.tiling.by_resolution and given is None and handle.mpp is None:
+            if loaded.tiling.by_resolution and given is None and slide_resolution(handle) is None:
                 st.warning(
-                    f"{uploaded.name} has no resolution metadata: type its microns per pixel next to the upload so "
+                    f"{uploaded.name} has no usable resolution metadata: type its microns per pixel next to the upload so "
                     f"that the model sees {loaded.tiling.patch_size} px patches at {loaded.tiling.mpp:g} µm/px."
                 )
 
@@ -81,9 +83,10 @@ table[f"decision at t={t:.2f}"] = [
     "" if m is None or np.isnan(m) else ("cancer" if m >= t else "no cancer") for m in table["max F(I)"].astype(float)
 ]
 table["mpp"] = [("" if m is None or pd.isna(m) else f"{float(m):g}") for m in table["mpp"]]
+table = table.rename(columns={"mpp": "mpp given"})  # what the user gave; empty: the slide's own metadata
 st.dataframe(table.drop(columns=["path"]), hide_index=True, width="stretch", height=260)
 missing = [n for n, p, st_ in zip(table["slide"], table["path"], table["status"]) if p and st_ != "predicted"]
-if missing and st.button(f"Run the model on all {len(missing)} slides without predictions"):
+if missing and st.button(f"Run the model on all {len(missing)} slides without predictions" if len(missing) > 1 else f"Run the model on the slide without predictions ({missing[0]})"):
     update, bar = widgets.progress_callback("Predicting the cohort: slide")
     paths = table.set_index("slide")["path"]
     for i, name in enumerate(missing):

@@ -9,7 +9,7 @@ import streamlit as st
 
 from app import context, state, widgets
 from app.figures import confusion_figure, froc_figure, pr_figure, roc_figure
-from core.cohort import annotations_dir
+from core.cohort import Cohort, annotations_dir
 from core.errors import PathologyError
 from core.evaluation import FROC_TARGETS, evaluate_store_cohort
 from core.inference import run_params
@@ -64,9 +64,12 @@ if missing:
 if not done:
     st.stop()
 
-mode_label = st.radio("FROC mode", ["patch (source material)", "Camelyon16 (official evaluation)"], horizontal=True, key=state.EVAL_MODE)
+mode_label = st.radio("FROC mode", ["patch (source material)", "Camelyon16 (official evaluation)"], horizontal=True, key=state.EVAL_MODE,
+                      help="Camelyon16: the challenge's evaluation, computed as its script does, but at each slide's own resolution "
+                      "(the script assumes 0.243 µm/px; `python -m core evaluate --mode camelyon16` does that, for leaderboard numbers).")
 mode = "camelyon16" if mode_label.startswith("Camelyon16") else "patch"
 labels = {n: l for n, l in zip(table["slide"], table["label"]) if n in done}
+splits = {n: (sp or None) for n, sp in zip(table["slide"], table["split"]) if n in done}
 annotations = annotations_dir(context.data_dir()) if annotations_dir(context.data_dir()).is_dir() else None
 if annotations is None:
     st.info(
@@ -208,10 +211,10 @@ with st.expander("Download the figures and a cohort report"):
         )
 
     # The download runs in another thread, without session state: bind everything it needs now.
-    def report_html(store=store, labels=dict(labels), annotations=annotations,
+    def report_html(store=store, cohort=Cohort(tuple(labels), tuple(labels.values()), tuple(splits[n] for n in labels)), annotations=annotations,
                     model_id=loaded.model_id, mode=mode, params=loaded.params, slide_params=dict(slide_params), mpp=own_mpp, t=t) -> bytes:
         cohort_results = evaluate_store_cohort(
-            store, labels, annotations=annotations, model_id=model_id, mode=mode, params=params, slide_params=slide_params, mpp=mpp,
+            store, cohort, annotations=annotations, model_id=model_id, mode=mode, params=params, slide_params=slide_params, mpp=mpp,
         )
         return render_cohort_report(cohort_results, t).encode()
 

@@ -19,7 +19,7 @@ from tests.conftest import tissue_image, write_pyramid
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-MPP_FIELD = 'input[aria-label="Microns per pixel"]'
+MPP_FIELD = 'input[aria-label="Microns per pixel of {name}"]'  # the field belongs to the uploaded file
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def upload(page, path: Path, mpp: float | None) -> None:
     """Upload the file on the Review page, then type its microns per pixel in the field beside it (or clear it)."""
     page.locator('[data-testid="stMain"] input[type=file]').first.set_input_files(str(path))
     wait_for_run(page, 120)
-    field = page.locator(MPP_FIELD)
+    field = page.locator(MPP_FIELD.format(name=path.stem))
     if field.input_value() != ("" if mpp is None else f"{mpp}"):
         field.fill("" if mpp is None else f"{mpp}")
         field.press("Enter")
