@@ -1,0 +1,402 @@
+"""Bounded load test of the real app: 8 concurrent browser sessions against one Streamlit server.
+
+Makes a small synthetic demo cohort in a temp folder and predicts its slides with the committed
+demo model (models/demo-tiny.pt) into its results.sqlite, so the app has heatmaps without
+clicking Run; starts ``streamlit run app/main.py`` on it (127.0.0.1, a free port); then opens 8
+concurrent sessions (Playwright pages, each in its own context, in one headless Debian Chromium)
+that each open Review, wait for the deep-zoom viewer, move t 5 times with the keyboard, pan by
+mouse drags and zoom with the wheel, then open Explain from the sidebar and wait for its
+pictures. Meanwhile a thread polls /_stcore/health every 100 ms. Prints every /tiles/
+request's latency and status (requests the viewer cancels itself on pan/zoom, net::ERR_ABORTED,
+are counted apart), the health latencies, the session wall times and the server's RSS
+(streamlit and its children): cold, before (after one warm-up session, closed: the first run
+imports torch and fills the caches), at peak and after the sessions closed (up to 60 s).
+
+A benchmark, not a test: it exits non-zero only when the script itself fails, and prints a
+FAIL line when a request failed or the memory did not come back within 20%.
+
+    python bench/bench_load.py [--sessions 8] [--timeout 240]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+STEP_MS = 90_000  # per-step timeout inside a session
+
+
+class GlobalTimeout(Exception):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_cohort(out: Path) -> int:
+    """Write the demo cohort and predict every slide with the demo model; return the patch count."""
+    from core.demo import make_demo_cohort
+    from core.inference import PredictionRunner, model_tiling
+    from core.model import load_checkpoint
+    from core.store import ResultStore
+
+    make_demo_cohort(out, n_slides=4, seed=3, size=2048, workers=1)
+    model, metadata = load_checkpoint(ROOT / "models" / "demo-tiny.pt")
+    runner = PredictionRunner(model, model_id=metadata["model_id"], metadata=metadata)
+    store = ResultStore(out / "results.sqlite")
+    try:
+        return sum(runner.predict_slide(p, store, model_tiling(metadata)).run.n_done for p in sorted((out / "slides").glob("*.tiff")))
+    finally:
+        store.close()
+
+
+def server_rss(proc: subprocess.Popen) -> int:
+    """RSS in bytes of the server process and its children."""
+    try:
+        root = psutil.Process(proc.pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def pct(values: list[float], qs=(50, 95, 99)) -> str:
+    if not values:
+        return "n/a (no samples)"
+    return "  ".join(f"p{q} {v:7.1f} ms" for q, v in zip(qs, np.percentile(values, qs))) + f"  max {max(values):7.1f} ms  (n={len(values)})"
+
+
+class Recorder:
+    """Tile request latencies (request event -> response event) and statuses, from page events."""
+
+    def __init__(self) -> None:
+        self.started: dict[int, float] = {}
+        self.latency: list[float] = []
+        self.browser_ttfb: list[float] = []
+        self.statuses: list[int] = []
+        self.failures: list[str] = []
+        self.aborted: list[str] = []  # cancelled by the viewer itself (a tile panned/zoomed away)
+        self.outside: list[str] = []
+
+    def attach(self, page) -> None:
+        page.on("request", self.on_request)
+        page.on("response", self.on_response)
+        page.on("requestfailed", self.on_failed)
+
+    def on_request(self, request) -> None:
+        url = request.url
+        if not re.match(r"^(https?://(localhost|127\.0\.0\.1)(:\d+)?/|data:|blob:)", url):
+            self.outside.append(url)
+        if "/tiles/" in url:
+            self.started[id(request)] = time.perf_counter()
+
+    def on_response(self, response) -> None:
+        request = response.request
+        if "/tiles/" not in request.url:
+            return
+        started = self.started.pop(id(request), None)
+        if started is not None:
+            self.latency.append((time.perf_counter() - started) * 1e3)
+        self.statuses.append(response.status)
+        timing = request.timing  # browser-side, ms relative to startTime
+        if timing and timing.get("responseStart", -1) >= 0:
+            self.browser_ttfb.append(timing["responseStart"])
+
+    def on_failed(self, request) -> None:
+        if "/tiles/" in request.url:
+            self.started.pop(id(request), None)
+            what = f"{request.url} ({request.failure})"
+            (self.aborted if "ERR_ABORTED" in str(request.failure) else self.failures).append(what)
+
+
+async def wait_for_run(page, timeout_ms: int = STEP_MS) -> None:
+    await page.wait_for_timeout(300)
+    await page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms)
+    await page.wait_for_timeout(200)
+
+
+async def session(browser, url: str, recorder: Recorder, index: int, times: dict) -> dict:
+    """One user: Review (viewer, t x5, pan, zoom), then Explain; fill and return ``times`` (step seconds)."""
+    times["index"] = index
+    started = time.perf_counter()
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = await context.new_page()
+        recorder.attach(page)
+        await page.goto(url, wait_until="domcontentloaded", timeout=STEP_MS)
+        await page.get_by_role("heading", name="Review").first.wait_for(timeout=STEP_MS)
+        canvas = page.locator(".maplibregl-canvas")
+        await canvas.wait_for(timeout=STEP_MS)
+        await wait_for_run(page)
+        times["viewer"] = time.perf_counter() - started
+
+        mark = time.perf_counter()
+        slider = page.locator('[data-testid="stSidebar"] input[aria-label="Decision threshold t"]')
+        shown = page.locator('[data-testid="stSidebar"] [data-testid="stSliderThumbValue"]').first
+        for _ in range(5):
+            before = (await shown.inner_text()).strip()
+            await slider.press("ArrowRight", timeout=STEP_MS)
+            await page.wait_for_function(
+                "([el, old]) => el.textContent.trim() !== old", arg=[await shown.element_handle(), before], timeout=STEP_MS
+            )
+            await wait_for_run(page)
+        await canvas.wait_for(timeout=STEP_MS)
+        times["threshold x5"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        await canvas.scroll_into_view_if_needed(timeout=STEP_MS)
+        box = await canvas.bounding_box()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        for dx, dy in ((150, 80), (-220, 40), (90, -160)):
+            await page.mouse.move(cx, cy)
+            await page.mouse.down()
+            await page.mouse.move(cx + dx, cy + dy, steps=8)
+            await page.mouse.up()
+            await page.wait_for_timeout(300)
+        await page.mouse.move(cx, cy)
+        for _ in range(6):
+            await page.mouse.wheel(0, -400)
+            await page.wait_for_timeout(250)
+        await page.wait_for_timeout(1500)  # the tiles of the last zoom
+        times["pan+zoom"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        await page.get_by_role("link", name="Explain").first.click(timeout=STEP_MS)
+        await page.get_by_role("heading", name="Explain").first.wait_for(timeout=STEP_MS)
+        await page.wait_for_function(
+            "document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 7", timeout=2 * STEP_MS
+        )
+        times["explain"] = time.perf_counter() - mark
+        times["errors"] = await page.locator('[data-testid="stException"]').count()
+    finally:
+        times["wall"] = time.perf_counter() - started
+        await context.close()
+    return times
+
+
+async def run_sessions(url: str, n: int, recorder: Recorder, budget: float, times: list[dict]) -> list:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            times[:] = [{} for _ in range(n)]
+            tasks = [session(browser, url, recorder, i, times[i]) for i in range(n)]
+            return await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=budget)
+        finally:
+            await browser.close()
+
+
+def poll_health(url: str, stop: threading.Event, out: list[float], failures: list[str]) -> None:
+    while not stop.is_set():
+        started = time.perf_counter()
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=5) as r:
+                r.read()
+                if r.status >= 400:
+                    failures.append(str(r.status))
+            out.append((time.perf_counter() - started) * 1e3)
+        except Exception as exc:  # noqa: BLE001 - a failed poll is a figure
+            failures.append(f"{type(exc).__name__}: {exc}")
+        stop.wait(max(0.0, 0.1 - (time.perf_counter() - started)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=8)
+    parser.add_argument("--timeout", type=float, default=300, help="global timeout in seconds (default 300)")
+    args = parser.parse_args()
+    deadline = time.monotonic() + args.timeout
+
+    def on_alarm(signum, frame):
+        raise GlobalTimeout(f"global timeout of {args.timeout:.0f} s reached")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(int(args.timeout))
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_load_"))
+    proc = None
+    log = None
+    stop = threading.Event()
+    poller = None
+    try:
+        load_before = os.getloadavg()
+        t0 = time.perf_counter()
+        patches = make_cohort(tmp / "cohort")
+        print(f"cohort: 4 synthetic slides of 2048 px, {patches} patches predicted with models/demo-tiny.pt in {time.perf_counter() - t0:.1f} s")
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ, "PATHEX_DEMO_DIR": str(tmp / "cohort"), "PATHEX_NO_DEMO_TRAINING": "1",
+            "PATHEX_UPLOAD_DIR": str(tmp / "uploads"), "PATHEX_DATA_DIRS": "",
+        }
+        log_path = tmp / "server.log"
+        log = open(log_path, "w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port), "--server.headless", "true",
+             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        t0 = time.perf_counter()
+        while True:
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=1).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.perf_counter() - t0 > 60:
+                    raise RuntimeError(f"the app server did not start: {log_path.read_text()[-2000:]}")
+                time.sleep(0.3)
+        print(f"server up in {time.perf_counter() - t0:.1f} s on {url}")
+        time.sleep(2)
+        rss_cold = server_rss(proc)
+        # One warm-up session, closed, before the measured ones: the first run of the app imports
+        # torch and loads the model and caches, which a server keeps for its whole life.
+        t0 = time.perf_counter()
+        warm = asyncio.run(run_sessions(url, 1, Recorder(), 90, []))[0]
+        if not isinstance(warm, dict):
+            raise RuntimeError(f"the warm-up session failed: {warm!r}")
+        time.sleep(3)
+        rss_before = server_rss(proc)
+        print(f"warm-up session (one, alone): {time.perf_counter() - t0:.1f} s; RSS cold {rss_cold / 2**20:.0f} MiB -> warm {rss_before / 2**20:.0f} MiB")
+
+        health: list[float] = []
+        health_failures: list[str] = []
+        peak = [rss_before]
+
+        def poll_all():
+            poll_health(url, stop, health, health_failures)
+
+        def poll_rss():
+            while not stop.is_set():
+                peak[0] = max(peak[0], server_rss(proc))
+                stop.wait(0.5)
+
+        poller = [threading.Thread(target=poll_all, daemon=True), threading.Thread(target=poll_rss, daemon=True)]
+        for t in poller:
+            t.start()
+
+        recorder = Recorder()
+        budget = max(30.0, deadline - time.monotonic() - 75)  # leave time for the memory wait and teardown
+        t0 = time.perf_counter()
+        partial: list[dict] = []
+        try:
+            results = asyncio.run(run_sessions(url, args.sessions, recorder, budget, partial))
+        except asyncio.TimeoutError:
+            results = [RuntimeError(f"did not finish within {budget:.0f} s; steps done: "
+                                    + (", ".join(f"{k} {v:.1f} s" for k, v in t.items() if k not in ("index", "wall")) or "none"))
+                       for t in partial]
+        sessions_wall = time.perf_counter() - t0
+        stop.set()
+        for t in poller:
+            t.join(timeout=5)
+
+        # The pages are closed: wait until Streamlit drops the sessions and the RSS settles.
+        t0 = time.perf_counter()
+        samples = [server_rss(proc)]
+        wait_limit = min(60.0, max(5.0, deadline - time.monotonic() - 10))
+        while time.perf_counter() - t0 < wait_limit:
+            time.sleep(1)
+            samples.append(server_rss(proc))
+            if samples[-1] <= rss_before * 1.2:
+                break
+        rss_after = samples[-1]
+        settle = time.perf_counter() - t0
+        load_after = os.getloadavg()
+
+        mb = 1 / 2**20
+        n_tiles = len(recorder.statuses) + len(recorder.failures) + len(recorder.aborted)
+        bad_status = sum(s >= 400 for s in recorder.statuses)
+        failed = bad_status + len(recorder.failures)
+        ok_sessions = [r for r in results if isinstance(r, dict)]
+        broken = [r for r in results if not isinstance(r, dict)]
+        ratio = rss_after / rss_before if rss_before else float("nan")
+
+        print()
+        print(f"machine: {os.cpu_count()} CPUs, load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
+              f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+        if (os.cpu_count() or 1) <= 2:
+            print(f"note: on {os.cpu_count()} cores the server, {args.sessions} Chromium renderers and the explanations share the CPUs: "
+                  "these figures are CPU-bound, not a measure of the server alone")
+        print(f"sessions: {args.sessions} concurrent, {len(ok_sessions)} completed, {len(broken)} failed; all sessions {sessions_wall:.1f} s")
+        for r in sorted(ok_sessions, key=lambda r: r["index"]):
+            steps = "  ".join(f"{k} {r[k]:5.1f} s" for k in ("viewer", "threshold x5", "pan+zoom", "explain"))
+            print(f"  session {r['index']}: wall {r['wall']:5.1f} s  ({steps}){'  EXCEPTION BOXES: %d' % r['errors'] if r['errors'] else ''}")
+        for r in broken:
+            print(f"  session failed: {type(r).__name__}: {str(r).splitlines()[0][:300] if str(r) else ''}")
+        if ok_sessions:
+            walls = [r["wall"] for r in ok_sessions]
+            print(f"session wall times: median {np.median(walls):.1f} s, max {max(walls):.1f} s")
+        print(f"tile requests: {n_tiles}, failed {failed} (status >= 400: {bad_status}, network failures: {len(recorder.failures)}); "
+              f"{len(recorder.aborted)} more cancelled by the viewer itself (net::ERR_ABORTED on pan/zoom, not counted as failed)")
+        print(f"tile latency (request -> response event)  {pct(recorder.latency)}")
+        print(f"tile time to first byte (browser timing)  {pct(recorder.browser_ttfb)}")
+        print(f"health /_stcore/health every 100 ms       {pct(health, (50, 99))}, failed polls {len(health_failures)}")
+        print(f"server RSS (streamlit + children): cold (no session yet) {rss_cold * mb:.0f} MiB, "
+              f"before (warm, after one closed session) {rss_before * mb:.0f} MiB, peak {peak[0] * mb:.0f} MiB, "
+              f"after {rss_after * mb:.0f} MiB ({settle:.0f} s after closing); after/before {ratio:.2f} (target: within 20%, <= 1.20); after/cold {rss_after / rss_cold:.2f}")
+        if recorder.outside:
+            print(f"requests that left 127.0.0.1: {recorder.outside[:5]}")
+
+        problems = []
+        if failed:
+            problems.append(f"{failed} tile request(s) failed: {(recorder.failures or [s for s in recorder.statuses if s >= 400])[:3]}")
+        if health_failures:
+            problems.append(f"{len(health_failures)} health poll(s) failed: {health_failures[:3]}")
+        if broken:
+            problems.append(f"{len(broken)} session(s) did not complete")
+        if not ratio <= 1.2:
+            problems.append(f"memory did not return within 20% (after/before {ratio:.2f})")
+        if recorder.outside:
+            problems.append("requests left 127.0.0.1")
+        print("FAIL: " + "; ".join(problems) if problems else "PASS: no failed request, memory back within 20%")
+        return 0
+    finally:
+        signal.alarm(0)
+        stop.set()
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=15)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=5)
+        if log is not None:
+            log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
