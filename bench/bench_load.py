@@ -261,7 +261,7 @@ def main() -> int:
             "PATHEX_UPLOAD_DIR": str(tmp / "uploads"), "PATHEX_DATA_DIRS": "",
         }
         log_path = tmp / "server.log"
-        log = open(log_path, "w")
+        log = open(log_path, "w")  # noqa: SIM115 - closed in the finally below
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port), "--server.headless", "true",
              "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
@@ -284,7 +284,7 @@ def main() -> int:
         t0 = time.perf_counter()
         warm = asyncio.run(run_sessions(url, 1, Recorder(), 90, []))[0]
         if not isinstance(warm, dict):
-            raise RuntimeError(f"the warm-up session failed: {warm!r}")
+            raise RuntimeError(f"the warm-up session failed: {warm!r}")  # noqa: TRY004
         time.sleep(3)
         rss_before = server_rss(proc)
         print(f"warm-up session (one, alone): {time.perf_counter() - t0:.1f} s; RSS cold {rss_cold / 2**20:.0f} MiB -> warm {rss_before / 2**20:.0f} MiB")
@@ -311,7 +311,7 @@ def main() -> int:
         partial: list[dict] = []
         try:
             results = asyncio.run(run_sessions(url, args.sessions, recorder, budget, partial))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             results = [RuntimeError(f"did not finish within {budget:.0f} s; steps done: "
                                     + (", ".join(f"{k} {v:.1f} s" for k, v in t.items() if k not in ("index", "wall")) or "none"))
                        for t in partial]
@@ -350,7 +350,8 @@ def main() -> int:
         print(f"sessions: {args.sessions} concurrent, {len(ok_sessions)} completed, {len(broken)} failed; all sessions {sessions_wall:.1f} s")
         for r in sorted(ok_sessions, key=lambda r: r["index"]):
             steps = "  ".join(f"{k} {r[k]:5.1f} s" for k in ("viewer", "threshold x5", "pan+zoom", "explain"))
-            print(f"  session {r['index']}: wall {r['wall']:5.1f} s  ({steps}){'  EXCEPTION BOXES: %d' % r['errors'] if r['errors'] else ''}")
+            boxes = f"  EXCEPTION BOXES: {r['errors']}" if r["errors"] else ""
+            print(f"  session {r['index']}: wall {r['wall']:5.1f} s  ({steps}){boxes}")
         for r in broken:
             print(f"  session failed: {type(r).__name__}: {str(r).splitlines()[0][:300] if str(r) else ''}")
         if ok_sessions:
