@@ -184,11 +184,6 @@ def given_mpp(slide_name: str) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
 
-def slide_run_params(loaded: "LoadedModel", slide_name: str) -> dict:
-    """Return the run params of the model on one slide (its given mpp included where it matters)."""
-    return run_params(loaded.tiling, given_mpp(slide_name))
-
-
 def run_summaries(loaded: "LoadedModel") -> dict:
     """Return slide -> run summary (status, counts, max F(I), message) for the model, cached until the store changes.
 
@@ -217,11 +212,12 @@ def run_summaries(loaded: "LoadedModel") -> dict:
 def _adopt(db: str, model_id: str, tiling_json: str, paths: tuple[str, ...], stamp: tuple) -> int:
     import json
 
-    from core.tiling import TilingParams as _Tiling
-
-    tiling = _Tiling.from_dict(json.loads(tiling_json))
+    tiling = TilingParams.from_dict(json.loads(tiling_json))
     shop = _store(db)
-    records = {r.path: r for r in shop.slides()}
+    # Only slides that hold a complete level-based run of this model can have one to re-key:
+    # one query, then the few slides concerned are opened (none at all once migrated).
+    legacy = {r.slide_id for r in shop.runs(model_id=model_id, status="complete") if "mpp" not in r.params.get("tiling", {})}
+    records = {r.path: r for r in shop.slides() if r.id in legacy}
     adopted = 0
     for path in paths:
         record = records.get(path)
@@ -236,7 +232,11 @@ def _adopt(db: str, model_id: str, tiling_json: str, paths: tuple[str, ...], sta
 
 
 def adopt_level_runs(loaded: "LoadedModel") -> None:
-    """Re-key this model's level-based runs that read exactly its resolution-based patches (see core.inference)."""
+    """Re-key this model's level-based runs that read exactly its resolution-based patches (see core.inference).
+
+    The paths are the data folder's and this session's uploads (the cohort table), all inside
+    the allowed folders.
+    """
     import json
 
     if not loaded.tiling.by_resolution:

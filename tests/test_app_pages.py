@@ -167,3 +167,31 @@ def test_a_folder_slide_without_resolution_gets_its_mpp_on_review(app, tmp_path,
     next(b for b in at.button if b.label == "Run the model on ihc").click().run()
     assert not at.exception, at.exception
     assert next(m for m in at.metric if m.label.startswith("Patches with F(I)")).value.endswith("/ 3")  # 512 px at 0.5 um/px: 2 x 2 patches of 256 px, 3 with tissue
+
+
+def test_review_keeps_results_stored_before_the_checkpoint_recorded_its_resolution(app, app_data, tmp_path, monkeypatch):
+    """A store with the demo model's level-based run (as written before it recorded 1 um/px): Review shows it as predicted."""
+    import shutil
+
+    from core.inference import predict_slide
+    from core.model import load_checkpoint
+    from core.paths import REPO_ROOT
+    from core.store import ResultStore
+    from core.tiling import TilingParams
+
+    folder = tmp_path / "old"
+    shutil.copytree(app_data, folder, ignore=shutil.ignore_patterns("results.sqlite*"))
+    model, meta = load_checkpoint(REPO_ROOT / "models" / "demo-tiny.pt")
+    with ResultStore(folder / "results.sqlite") as store:
+        old = predict_slide(folder / "slides" / "demo_002.tiff", model, store, TilingParams(level=1, patch_size=128),
+                            model_id=meta["model_id"], metadata=meta, device="cpu")
+    monkeypatch.setenv("PATHEX_DEMO_DIR", str(folder))
+    at = app.run()
+    assert not at.exception, at.exception
+    at.selectbox(key="selected_slide").select("demo_002").run()
+    assert not at.exception, at.exception
+    assert not any(b.label.startswith("Run the model on demo_002") for b in at.button)  # not recomputed
+    assert float(next(m for m in at.metric if m.label.startswith("Slide score")).value) == pytest.approx(old.predictions.prob.max(), abs=1e-3)
+    with ResultStore(folder / "results.sqlite") as store:
+        [run] = store.runs()
+        assert run.id == old.run.id and run.params["tiling"]["mpp"] == 1.0  # the same run, re-keyed
