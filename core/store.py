@@ -42,6 +42,7 @@ import numpy as np
 
 from core.errors import SlideError, StoreError
 from core.fileio import atomic_write
+from core.processes import pid_alive
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -225,13 +226,7 @@ def _owner_alive(owner: str) -> bool:
     pid_text = rest.split(":", 1)[0]
     if host != socket.gethostname() or not pid_text.isdigit():
         return True
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(int(pid_text))
 
 
 def slide_fingerprint(path: str | os.PathLike) -> str:

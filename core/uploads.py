@@ -27,6 +27,7 @@ from pathlib import Path
 
 from core.errors import UploadError
 from core.fileio import atomic_write
+from core.processes import pid_alive
 
 __all__ = ["UploadError", "UploadStore", "quota_bytes", "upload_root"]
 
@@ -56,16 +57,6 @@ def max_age_seconds() -> float:
         return max(float(os.environ.get("PATHEX_UPLOAD_MAX_AGE_H", "24")), 0.0) * 3600
     except ValueError:
         return 24 * 3600.0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _size(folder: Path) -> int:
@@ -106,7 +97,7 @@ class UploadStore:
             match = _SERVER_FOLDER.match(server.name)
             if not server.is_dir() or server.is_symlink() or match is None:
                 continue
-            if server != self.folder and not _pid_alive(int(match.group(1))):
+            if server != self.folder and not pid_alive(int(match.group(1))):
                 shutil.rmtree(server, ignore_errors=True)
                 removed += 1
                 continue
