@@ -12,6 +12,9 @@ Concurrency model:
       own :class:`ResultStore`; never pass one across ``fork``.
     * Every write is one ``BEGIN IMMEDIATE`` transaction: a process killed mid-write leaves
       either the whole batch committed or nothing.
+    * Several machines never share one file (SQLite over a network filesystem is unsafe):
+      each writes its own store and :meth:`ResultStore.merge` joins them (``python -m core
+      store merge``; see docs/scale.md).
 
 Units: patch coordinates ``x, y, width, height`` are level-0 pixels, ``(x, y)`` the top-left
 corner; probabilities are in [0, 1]; times are seconds since the Unix epoch
@@ -45,7 +48,9 @@ from core.fileio import atomic_write
 from core.processes import pid_alive
 
 __all__ = [
+    "MERGE_TOLERANCE",
     "SCHEMA_VERSION",
+    "MergeReport",
     "PatchPredictions",
     "ResultStore",
     "RunRecord",
@@ -67,6 +72,10 @@ _BUSY_TIMEOUT_S = 30.0
 #: A run's owner must renew its lease within this many seconds (it does on every commit,
 #: about once a second); past it, another process may take the run over.
 LEASE_SECONDS = 60.0
+
+#: Largest difference of two stores' probabilities for one patch of one run that :meth:`ResultStore.merge`
+#: accepts as the same result (bf16 inference moves F(I) by up to ~1e-2; a real disagreement is larger).
+MERGE_TOLERANCE = 0.05
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -213,6 +222,38 @@ class PatchPredictions:
 
     def __len__(self) -> int:
         return int(self.prob.shape[0])
+
+
+@dataclass(frozen=True)
+class MergeReport:
+    """What :meth:`ResultStore.merge` did to the target store (all zero: nothing changed).
+
+    Attributes:
+        source: the merged store file.
+        slides_added, models_added: records the target did not have.
+        runs_added: runs the target did not have (their predictions copied).
+        runs_completed: runs unfinished in the target and complete in the source (the source's
+            predictions replace the target's).
+        runs_extended: unfinished runs in both, the source's patches added to the target's.
+        runs_same: runs already in the target (nothing to add).
+        rows_added: patch predictions written to the target.
+        seconds: wall time of the merge.
+    """
+
+    source: str
+    slides_added: int = 0
+    models_added: int = 0
+    runs_added: int = 0
+    runs_completed: int = 0
+    runs_extended: int = 0
+    runs_same: int = 0
+    rows_added: int = 0
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        """True when the merge wrote anything to the target."""
+        return bool(self.slides_added or self.models_added or self.runs_added or self.runs_completed or self.rows_added)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -391,14 +432,15 @@ class ResultStore:
                 ) from exc
             raise StoreError(f"cannot open results store {self._name}: {exc}") from exc
 
-    def _check_schema(self, conn: sqlite3.Connection) -> bool:
-        """Return True for an empty database; raise StoreError for a foreign or newer one."""
+    def _check_schema(self, conn: sqlite3.Connection, name: str | None = None) -> bool:
+        """Return True for an empty database; raise StoreError for a foreign or newer one (``name`` in messages: default this store's)."""
+        name = name or self._name
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not tables:
             return True
         if "meta" not in tables:
             raise StoreError(
-                f"{self._name} is a SQLite database of another application (no 'meta' table); "
+                f"{name} is a SQLite database of another application (no 'meta' table); "
                 "it was left unchanged"
             )
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -408,18 +450,18 @@ class ResultStore:
             version = None
         if version is None:
             raise StoreError(
-                f"{self._name} has an unknown schema (no valid schema_version); it was left unchanged"
+                f"{name} has an unknown schema (no valid schema_version); it was left unchanged"
             )
         if version > SCHEMA_VERSION:
             raise StoreError(
-                f"{self._name} was written by a newer version of Pathology Explorer "
+                f"{name} was written by a newer version of Pathology Explorer "
                 f"(schema {version}, this version reads {SCHEMA_VERSION}); it was left unchanged"
             )
         if version < SCHEMA_VERSION:
-            raise StoreError(f"{self._name} has an unknown schema version {version}; it was left unchanged")
+            raise StoreError(f"{name} has an unknown schema version {version}; it was left unchanged")
         missing = {"slides", "models", "runs", "predictions"} - tables
         if missing:
-            raise StoreError(f"{self._name} is damaged: tables {sorted(missing)} are missing")
+            raise StoreError(f"{name} is damaged: tables {sorted(missing)} are missing")
         return False
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
@@ -1022,3 +1064,201 @@ class ResultStore:
         except OSError as exc:
             raise StoreError(f"cannot write predictions CSV {str(out)!r}: {exc.strerror or exc}") from exc
         return n_rows
+
+    # ---------------------------------------------------------------- merging stores
+    #
+    # Several nodes without a shared filesystem each write their own store (SQLite must not be
+    # shared over a network filesystem); `merge` joins them. Slides are matched by content
+    # fingerprint (paths and names may differ per node), models by id, runs by (slide, model,
+    # params). Idempotent: merging a store twice, or a store into itself by another name,
+    # changes nothing the second time.
+
+    def merge(self, source: str | os.PathLike, *, tolerance: float = MERGE_TOLERANCE) -> MergeReport:
+        """Merge the slides, models, runs and predictions of another store file into this one.
+
+        Rules, per run of the source (same slide content, model and params as a target run):
+
+        * absent from the target: added with its predictions, in its status;
+        * complete in both: nothing changes (they must hold the same patches);
+        * complete in the source only: the source's predictions replace the target's;
+        * unfinished in both: the source's patches the target lacks are added (a later
+          ``predict`` finishes the run).
+
+        Run leases are not copied (they belong to the processes of the source's node).
+
+        Args:
+            source: a results store file; opened read-only, never modified.
+            tolerance: largest accepted difference of the two stores' probabilities for one
+                patch of one run (see :data:`MERGE_TOLERANCE`).
+
+        Returns:
+            What was added (:class:`MergeReport`).
+
+        Raises:
+            StoreError: the source is missing, not a results store, newer, or the same file as
+                this one; or it conflicts with this store: a slide of the same content with
+                another size, a model id with another architecture, a run whose patches or
+                expected count differ, or probabilities further apart than ``tolerance``.
+                The merge is one transaction: on any error the target is left as it was.
+        """
+        started = time.perf_counter()
+        src = Path(source)
+        name = repr(str(src))
+        if not src.is_file():
+            raise StoreError(f"results store to merge not found: {name}")
+        try:
+            if self.path.exists() and os.path.samefile(src, self.path):
+                raise StoreError(f"cannot merge results store {name} into itself")
+            with open(src, "rb") as f:
+                head = f.read(len(_SQLITE_MAGIC))
+        except OSError as exc:
+            raise StoreError(f"cannot read results store {name}: {exc.strerror or exc}") from exc
+        if head != _SQLITE_MAGIC:
+            raise StoreError(f"{name} is not a SQLite results store; nothing was merged")
+        uri = src.absolute().as_uri() + "?mode=ro"
+        try:
+            check = sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_S)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open results store {name}: {exc}") from exc
+        try:
+            if self._check_schema(check, name):
+                return MergeReport(str(src), seconds=time.perf_counter() - started)  # an empty database
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot read results store {name}: {exc}") from exc
+        finally:
+            check.close()
+        with self._lock:
+            conn = self._require_open()
+            try:
+                conn.execute("ATTACH DATABASE ? AS src", (uri,))
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open results store {name}: {exc}") from exc
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    counts = self._merge_attached(conn, name, float(tolerance))
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StoreError(f"merging {name} into results store {self._name}: {exc}") from exc
+            finally:
+                conn.execute("DETACH DATABASE src")
+        return MergeReport(str(src), **counts, seconds=time.perf_counter() - started)
+
+    def _merge_attached(self, conn: sqlite3.Connection, name: str, tolerance: float) -> dict[str, int]:
+        """Merge the attached database ``src`` into ``main`` inside the caller's transaction; return the counts."""
+        counts = dict.fromkeys(
+            ("slides_added", "models_added", "runs_added", "runs_completed", "runs_extended", "runs_same", "rows_added"), 0
+        )
+
+        def conflict(what: str) -> StoreError:
+            return StoreError(f"{name} conflicts with results store {self._name}: {what}; nothing was merged")
+
+        slide_ids: dict[int, int] = {}
+        for sid, fingerprint, path, sname, size_bytes, mtime, width, height, mpp, registered in conn.execute(
+            "SELECT id, fingerprint, path, name, size_bytes, mtime, width, height, mpp, registered FROM src.slides"
+        ).fetchall():
+            row = conn.execute("SELECT id, width, height, mpp FROM main.slides WHERE fingerprint = ?", (fingerprint,)).fetchone()
+            if row is None:
+                cur = conn.execute(
+                    "INSERT INTO main.slides(fingerprint, path, name, size_bytes, mtime, width, height, mpp, registered)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (fingerprint, path, sname, size_bytes, mtime, width, height, mpp, registered),
+                )
+                slide_ids[sid] = int(cur.lastrowid)
+                counts["slides_added"] += 1
+                continue
+            if (row[1], row[2]) != (width, height):
+                raise conflict(f"slide {sname!r} has the content of slide {row[0]} but another size ({width} x {height} px, target {row[1]} x {row[2]} px)")
+            if row[3] is None and mpp is not None:
+                conn.execute("UPDATE main.slides SET mpp = ? WHERE id = ?", (mpp, row[0]))
+            slide_ids[sid] = int(row[0])
+        for mid, mpath, arch, metadata, registered in conn.execute("SELECT id, path, arch, metadata, registered FROM src.models").fetchall():
+            row = conn.execute("SELECT arch FROM main.models WHERE id = ?", (mid,)).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO main.models(id, path, arch, metadata, registered) VALUES (?, ?, ?, ?, ?)",
+                    (mid, mpath, arch, metadata, registered),
+                )
+                counts["models_added"] += 1
+            elif row[0] != arch:
+                raise conflict(f"model {mid!r} is a {arch} there and a {row[0]} here")
+        copy = (
+            "INSERT OR IGNORE INTO main.predictions(run_id, x, y, width, height, prob)"
+            " SELECT ?, x, y, width, height, prob FROM src.predictions WHERE run_id = ?"
+        )
+        for rid, sid, mid, params, status, n_total, message, run_started, finished in conn.execute(
+            "SELECT id, slide_id, model_id, params, status, n_total, message, started, finished FROM src.runs ORDER BY id"
+        ).fetchall():
+            slide_id = slide_ids[sid]
+            row = conn.execute(
+                "SELECT id, status, n_total FROM main.runs WHERE slide_id = ? AND model_id = ? AND params = ?", (slide_id, mid, params)
+            ).fetchone()
+            if row is None:
+                cur = conn.execute(
+                    "INSERT INTO main.runs(slide_id, model_id, params, status, n_total, message, started, finished)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (slide_id, mid, params, status, n_total, message, run_started, finished),
+                )
+                before = conn.total_changes
+                conn.execute(copy, (int(cur.lastrowid), rid))
+                counts["rows_added"] += conn.total_changes - before
+                counts["runs_added"] += 1
+                continue
+            tid, t_status, t_total = row
+            what = f"run of slide {slide_id} with model {mid!r} and params {params}"
+            if t_total is not None and n_total is not None and t_total != n_total:
+                raise conflict(f"the {what} expects {n_total} patches there and {t_total} here")
+            n_src = conn.execute("SELECT COUNT(*) FROM src.predictions WHERE run_id = ?", (rid,)).fetchone()[0]
+            n_tgt = conn.execute("SELECT COUNT(*) FROM main.predictions WHERE run_id = ?", (tid,)).fetchone()[0]
+            both, worst, resized = conn.execute(
+                "SELECT COUNT(*), MAX(ABS(a.prob - b.prob)), TOTAL(a.width != b.width OR a.height != b.height)"
+                " FROM main.predictions AS a JOIN src.predictions AS b ON a.x = b.x AND a.y = b.y"
+                " WHERE a.run_id = ? AND b.run_id = ?",
+                (tid, rid),
+            ).fetchone()
+            if resized:
+                raise conflict(f"the {what} has patches of another size at {int(resized)} locations")
+            if worst is not None and worst > tolerance:
+                raise conflict(f"the {what} has probabilities {worst:.4g} apart (tolerance {tolerance:g})")
+            src_complete, tgt_complete = status == "complete", t_status == "complete"
+            if src_complete and tgt_complete:
+                if not both == n_src == n_tgt:
+                    raise conflict(f"the complete {what} holds {n_src} patches there and {n_tgt} here ({both} in common)")
+                counts["runs_same"] += 1
+            elif tgt_complete:
+                if both != n_src:
+                    raise conflict(f"the {what} holds {n_src - both} patches there that its complete run here lacks")
+                counts["runs_same"] += 1
+            elif src_complete:
+                if both != n_tgt:
+                    raise conflict(f"the {what} holds {n_tgt - both} patches here that its complete run there lacks")
+                # The complete run wins whole: one node's numbers for every patch of the slide.
+                conn.execute("DELETE FROM main.predictions WHERE run_id = ?", (tid,))
+                before = conn.total_changes
+                conn.execute(copy, (tid, rid))
+                counts["rows_added"] += conn.total_changes - before - n_tgt
+                conn.execute(
+                    "UPDATE main.runs SET status = 'complete', n_total = ?, message = NULL, started = ?, finished = ? WHERE id = ?",
+                    (n_total, run_started, finished, tid),
+                )
+                if self._has_leases(conn):
+                    conn.execute("DELETE FROM main.run_leases WHERE run_id = ?", (tid,))
+                counts["runs_completed"] += 1
+            else:
+                before = conn.total_changes
+                conn.execute(copy, (tid, rid))
+                added = conn.total_changes - before
+                if t_total is None and n_total is not None:
+                    conn.execute("UPDATE main.runs SET n_total = ? WHERE id = ?", (n_total, tid))
+                counts["rows_added"] += added
+                counts["runs_extended" if added else "runs_same"] += 1
+        return counts
+
+    @staticmethod
+    def _has_leases(conn: sqlite3.Connection) -> bool:
+        return conn.execute("SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = 'run_leases'").fetchone() is not None
