@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "export": "core.cli.export",
     "report": "core.cli.report",
     "train": "core.cli.train",
+    "store": "core.cli.store",
 }
 
 
