@@ -11,7 +11,12 @@ inference, the app and its uploads all call this module; none restates its rules
 * **Annotations** of slide ``S`` are the first of ``S.geojson``, ``S.geojson.gz``,
   ``S.json``, ``S.xml`` (:data:`ANNOTATION_SUFFIXES`) that exists.
 * **cohort.csv**: columns ``slide,label`` and optionally ``split``, ``mpp`` (microns per
-  level-0 pixel) and ``path`` (the slide file, relative to the table's folder). Labels are
+  level-0 pixel) and ``path`` (the slide file, relative to the table's folder, or to the
+  *data root* when one is set).
+* **Data root.** On a cluster each node may hold its own copy of the slides (or mount a
+  share) at another place: ``PATHEX_DATA_ROOT`` (the CLI's ``--data-root``) names it, and
+  the table's slides are then looked up under it (``path`` relative to it, else by name in
+  ``root/slides`` or ``root``); a path that escapes the root is refused. Labels are
   ``tumor``/``tumour``/``1`` or ``normal``/``0`` (case ignored); an empty label means
   *unknown* (listed, not evaluated, not trained on). Other labels, repeated slides, a bad
   ``mpp`` are errors that name the file and line.
@@ -37,11 +42,13 @@ from core.errors import CohortError
 __all__ = [
     "ANNOTATION_SUFFIXES",
     "COHORT_FILE",
+    "DATA_ROOT_ENV",
     "LABELS",
     "SLIDE_SUFFIXES",
     "Cohort",
     "CohortRow",
     "annotations_dir",
+    "data_root",
     "find_annotation_file",
     "find_slide",
     "folder_rows",
@@ -51,6 +58,7 @@ __all__ = [
     "parse_label",
     "read_cohort",
     "read_cohort_rows",
+    "resolve_under_root",
     "slides_dir",
 ]
 
@@ -68,7 +76,43 @@ LABELS = {"tumor": "tumor", "tumour": "tumor", "1": "tumor", "normal": "normal",
 #: Name of the cohort table inside a data folder.
 COHORT_FILE = "cohort.csv"
 
+#: Environment variable naming this node's data root (see the module's docstring).
+DATA_ROOT_ENV = "PATHEX_DATA_ROOT"
+
 _COLUMNS = ("slide", "label", "split", "mpp", "path")
+
+
+def data_root(given: str | os.PathLike | None = None) -> Path | None:
+    """Return this node's data root: ``given``, else ``$PATHEX_DATA_ROOT``, else None (paths as written).
+
+    Raises:
+        CohortError: the root is not a folder.
+    """
+    value = given if given is not None else os.environ.get(DATA_ROOT_ENV) or None
+    if value is None:
+        return None
+    root = Path(value).expanduser().resolve()
+    if not root.is_dir():
+        raise CohortError(f"the data root {value} is not a folder")
+    return root
+
+
+def resolve_under_root(path: str | os.PathLike, root: Path | None) -> Path:
+    """Return ``path`` (relative: under ``root``) resolved; with a root it must stay inside it.
+
+    Raises:
+        CohortError: with a root, the path escapes it (``..``, an absolute path elsewhere, a
+            symlink pointing outside).
+    """
+    from core.errors import DataPathError
+    from core.paths import resolve_within
+
+    if root is None:
+        return Path(path)
+    try:
+        return resolve_within(root / path, [root])
+    except DataPathError as exc:
+        raise CohortError(str(exc)) from None
 
 
 # =========================================================================== files
@@ -260,12 +304,15 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[:limit - 3]}... ({len(str(value)):,} characters)"
 
 
-def read_cohort_rows(path: str | os.PathLike) -> list[CohortRow]:
+def read_cohort_rows(path: str | os.PathLike, root: str | os.PathLike | None = None) -> list[CohortRow]:
     """Return the rows of a ``cohort.csv`` with their slide and annotation files found.
 
     Slides are looked up by the ``path`` column (relative to the table's folder) when it is
     given, else by name in ``slides/`` or the table's folder (:func:`find_slide`);
     annotations in ``annotations/`` beside the table (:func:`find_annotation_file`).
+    With a data root (``root``, else ``$PATHEX_DATA_ROOT``: :func:`data_root`) the slides
+    are looked up under the root instead (a ``path`` that escapes it is an error), and
+    annotations not found beside the table are looked up in ``root/annotations``.
     A slide whose file is not found has ``path`` None (the caller decides whether that is
     an error).
 
@@ -303,6 +350,7 @@ def read_cohort_rows(path: str | os.PathLike) -> list[CohortRow]:
     col = {name: header.index(name) for name in _COLUMNS if name in header}
     folder = table.parent
     annotations = annotations_dir(folder)
+    base = data_root(root)
     result: list[CohortRow] = []
     seen: set[str] = set()
     for line, row in numbered[1:]:
@@ -318,12 +366,21 @@ def read_cohort_rows(path: str | os.PathLike) -> list[CohortRow]:
         split = (row[col["split"]].strip() or None) if "split" in col else None
         mpp = _parse_mpp(row[col["mpp"]], where) if "mpp" in col else None
         given = row[col["path"]].strip() if "path" in col else ""
-        if given:
+        if given and base is not None:
+            try:
+                candidate = resolve_under_root(given, base)
+            except CohortError as exc:
+                raise CohortError(f"{where}: {exc}") from None
+            slide_path = candidate if candidate.is_file() else None
+        elif given:
             candidate = (folder / given).resolve()
             slide_path = candidate if candidate.is_file() else None
         else:
-            slide_path = find_slide(folder, slide)
-        result.append(CohortRow(slide, label, split, mpp, slide_path, find_annotation_file(annotations, slide)))
+            slide_path = find_slide(base if base is not None else folder, slide)
+        notes = find_annotation_file(annotations, slide)
+        if notes is None and base is not None:
+            notes = find_annotation_file(annotations_dir(base), slide)
+        result.append(CohortRow(slide, label, split, mpp, slide_path, notes))
     if not result:
         raise CohortError(f"{table}: the cohort lists no slides")
     return result
