@@ -28,6 +28,7 @@ __all__ = [
     "add_annotations",
     "add_batch_size",
     "add_cohort_table",
+    "add_data_root",
     "add_db",
     "add_device",
     "add_inner_fraction",
@@ -188,10 +189,23 @@ def add_threshold(parser) -> argparse.Action:
     )
 
 
-def add_cohort_table(parser) -> argparse.Action:
-    """Declare the required ``--cohort CSV`` of ``evaluate`` and ``report`` (the cohort table); return the action."""
+def add_cohort_table(parser, *, required: bool = True, help: str = "") -> argparse.Action:
+    """Declare ``--cohort CSV``, the cohort table (required by ``evaluate`` and ``report``; ``help`` is appended); return the action."""
+    text = "cohort table: slide,label[,split][,mpp][,path], label tumor/normal" + (f"; {help}" if help else "")
+    return parser.add_argument("--cohort", type=Path, required=required, metavar="CSV", help=text)
+
+
+def add_data_root(parser) -> argparse.Action:
+    """Declare ``--data-root DIR``: this node's folder that relative slide paths resolve under; return the action.
+
+    Default: ``$PATHEX_DATA_ROOT`` (read by :func:`core.cohort.data_root` when the option is absent).
+    """
+    from core.cohort import DATA_ROOT_ENV
+
     return parser.add_argument(
-        "--cohort", type=Path, required=True, metavar="CSV", help="cohort table: slide,label[,split][,mpp], label tumor/normal"
+        "--data-root", type=Path, metavar="DIR",
+        help=f"this node's copy of the slides: relative slide paths and the cohort's path column resolve under it, "
+        f"and may not leave it (default ${DATA_ROOT_ENV}, else paths as written)",
     )
 
 
