@@ -15,7 +15,7 @@ from PIL import Image
 from core.export.figures import confusion_figure, froc_figure, pr_figure, roc_figure, thin_curve
 
 __all__ = [
-    "PATCH_TRACE", "image_data_uri", "outline_xy", "slide_overview_figure", "colorbar_figure", "slide_viewer_figure",
+    "PATCH_TRACE", "image_data_uri", "outline_xy", "slide_overview_figure", "colorbar_html",
     "training_figures", "objective_figure", "roc_figure", "pr_figure", "froc_figure", "confusion_figure", "thin_curve",
 ]
 
@@ -101,24 +101,42 @@ def slide_overview_figure(
     return fig
 
 
-def colorbar_figure(colormap: str, threshold: float, height: int = 80) -> go.Figure:
-    """Return a horizontal colour bar for F(I) in [0, 1] with the threshold t marked.
+def colorbar_html(colormap: str, threshold: float, *, fade: bool = False, label: str = "F(I), probability of cancer") -> str:
+    """Return a self-contained HTML colour bar for F(I) in [0, 1], with the threshold t marked.
 
-    The bar is drawn from the same matplotlib colour map as the heatmap, so its colours are
-    exactly the overlay's.
+    Plain HTML and CSS (no plotly layout): a gradient from the same matplotlib colour map as the
+    heatmap (so its colours are exactly the overlay's), shown with the overlay's alpha under
+    ``fade`` ("transparent low F(I)") over a light checkerboard, ticks at 0, 0.25, ..., 1 and a
+    cyan mark with its label at ``threshold``. It spans its container's width.
     """
     from matplotlib import colormaps
 
-    lut = (colormaps[colormap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
-    fig = go.Figure(go.Image(z=np.repeat(lut[None], 12, axis=0), x0=0.0, dx=1 / 255, y0=0, dy=1, hoverinfo="skip"))
-    fig.add_vline(x=threshold, line=dict(color="cyan", width=3))
-    # The image trace ties the axes' scales (scaleanchor): a 1-pixel-high bar then shrinks to a
-    # sliver (3 px wide in a 940 px figure with plotly 7.1); free the y axis so it spans the width.
-    fig.update_yaxes(visible=False, scaleanchor=False)
-    fig.update_xaxes(title=None, tickvals=[0, 0.25, 0.5, 0.75, 1.0], range=[-0.005, 1.005], showgrid=False)
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=22, b=25), plot_bgcolor="white", paper_bgcolor="white",
-                      annotations=[dict(x=threshold, y=1.0, yref="paper", text=f"t = {threshold:.2f}", showarrow=False, yanchor="bottom")])
-    return fig
+    from core.heatmap import OUTLINE_RGB, fade_weight
+
+    stops = np.linspace(0, 1, 33)
+    rgb = (colormaps[colormap](stops)[:, :3] * 255).round().astype(int)
+    alpha = fade_weight(stops) if fade else np.ones_like(stops)
+    gradient = ", ".join(f"rgba({r},{g},{b},{a:.3f}) {100 * p:.2f}%" for (r, g, b), a, p in zip(rgb, alpha, stops))
+    t = float(np.clip(threshold, 0, 1))
+    mark = "rgb({},{},{})".format(*OUTLINE_RGB)
+    ticks = "".join(
+        f'<span style="position:absolute;left:{100 * v:.0f}%;transform:translateX(-{100 * v:.0f}%);">{v:g}</span>'
+        for v in (0, 0.25, 0.5, 0.75, 1)
+    )
+    checker = "repeating-conic-gradient(#e4e4e4 0% 25%, #ffffff 0% 50%) 0 0 / 12px 12px"
+    return (
+        '<div data-testid="pathexColorbar" role="img" '
+        f'aria-label="Colour bar of {label} ({colormap}), t = {t:.2f}" '
+        'style="position:relative;width:100%;box-sizing:border-box;padding:18px 2px 0 2px;font:12px/1.2 sans-serif;color:#333;">'
+        f'<div style="position:absolute;top:0;left:calc(2px + (100% - 4px) * {t:.4f});transform:translateX(-50%);'
+        f'font-weight:600;white-space:nowrap;" data-testid="pathexColorbarLabel">t = {t:.2f}</div>'
+        f'<div style="position:relative;height:16px;border:1px solid #999;background:linear-gradient(to right, {gradient}), {checker};">'
+        f'<div data-testid="pathexColorbarMark" style="position:absolute;top:-4px;bottom:-4px;left:calc({100 * t:.3f}% - 2px);'
+        f'width:4px;background:{mark};outline:1px solid #00283c;"></div></div>'
+        f'<div style="position:relative;height:16px;margin-top:2px;">{ticks}</div>'
+        f'<div style="text-align:center;color:#555;">{label}{" · low F(I) transparent" if fade else ""}</div>'
+        "</div>"
+    )
 
 
 # -- evaluation curves ------------------------------------------------------------------------
@@ -132,90 +150,6 @@ def _curve_figure(title: str, x_title: str, y_title: str, height: int = 360) -> 
         title=dict(text=title, font=dict(size=15)), height=height, margin=dict(l=50, r=10, t=40, b=45),
         xaxis_title=x_title, yaxis_title=y_title, legend=dict(orientation="h", y=-0.25),
         uirevision=title,
-    )
-    return fig
-
-
-# -- the deep-zoom viewer -------------------------------------------------------------------------
-def slide_viewer_figure(
-    dimensions: tuple[int, int],
-    slide_tiles: str,
-    overlay_tiles: str | None,
-    *,
-    opacity: float = 0.45,
-    centres_x: np.ndarray | None = None,
-    centres_y: np.ndarray | None = None,
-    probs: np.ndarray | None = None,
-    tumors: list | None = None,
-    selected: int | None = None,
-    height: int = 620,
-    revision: str = "viewer",
-    focus: tuple[float, float] | None = None,
-) -> go.Figure:
-    """Return a pan-and-zoom viewer: slide and overlay tiles in a MapLibre map (plotly Scattermap).
-
-    The slide lives on a Web-Mercator world square (core.deepzoom); ``slide_tiles`` and
-    ``overlay_tiles`` are root-relative URL templates ``.../{z}/{x}/{y}``. ``focus`` (level-0
-    x, y) opens the view there at full resolution instead of fitting the slide. Patch centres are
-    an invisible, selectable marker trace (click or box-select); tumors are outlines.
-    Everything works offline: the style has no glyphs, sprites or remote sources.
-    """
-    from core.deepzoom import max_zoom, to_lonlat
-
-    width0, height0 = dimensions
-    top = max_zoom(dimensions)
-    (west, east), (north, south) = to_lonlat([0, width0], [0, height0], dimensions)
-    bounds = [float(max(west, -179.99)), float(max(south, -85.05)), float(min(east, 179.99)), float(min(north, 85.05))]
-    sources = {"slide": {"type": "raster", "tiles": [slide_tiles], "tileSize": 256, "maxzoom": top, "bounds": bounds}}
-    layers = [
-        {"id": "glass", "type": "background", "paint": {"background-color": "#f4f4f4"}},
-        {"id": "slide", "type": "raster", "source": "slide", "paint": {"raster-fade-duration": 0}},
-    ]
-    if overlay_tiles:
-        sources["overlay"] = {"type": "raster", "tiles": [overlay_tiles], "tileSize": 256, "maxzoom": top, "bounds": bounds}
-        layers.append(
-            {"id": "overlay", "type": "raster", "source": "overlay",
-             "paint": {"raster-opacity": float(opacity), "raster-fade-duration": 0, "raster-resampling": "nearest"}}
-        )
-    style = {"version": 8, "sources": sources, "layers": layers}
-
-    fig = go.Figure()
-    if centres_x is not None and len(centres_x):
-        lon, lat = to_lonlat(centres_x, centres_y, dimensions)
-        fig.add_trace(
-            go.Scattermap(
-                lon=lon, lat=lat, mode="markers", name=PATCH_TRACE, customdata=probs,
-                marker=dict(size=9, color="rgba(0,0,0,0)"),
-                hovertemplate="F(I) = %{customdata:.3f}<extra></extra>",
-                selected=dict(marker=dict(color="cyan", size=12)), unselected=dict(marker=dict(opacity=0)),
-                showlegend=False,
-            )
-        )
-    if tumors:
-        xs, ys = outline_xy(tumors)
-        valid = np.array([v is not None for v in xs])
-        lon = np.full(len(xs), np.nan)
-        lat = np.full(len(xs), np.nan)
-        if valid.any():
-            lon[valid], lat[valid] = to_lonlat(np.array(xs, dtype=object)[valid].astype(float), np.array(ys, dtype=object)[valid].astype(float), dimensions)
-        fig.add_trace(
-            go.Scattermap(lon=[None if np.isnan(v) else v for v in lon], lat=[None if np.isnan(v) else v for v in lat], mode="lines",
-                          name="tumor annotation", line=dict(color="#39ff14", width=2), hoverinfo="skip")
-        )
-    if selected is not None and centres_x is not None:
-        lon, lat = to_lonlat([centres_x[selected]], [centres_y[selected]], dimensions)
-        fig.add_trace(go.Scattermap(lon=lon, lat=lat, mode="markers", name="selected patch", marker=dict(size=18, color="cyan", opacity=0.6), hoverinfo="skip"))
-    # Fit the slide in an ~900 x 600 px view: MapLibre's world is 512 * 2**zoom px wide.
-    fit = np.log2(min(900 / (512 * width0 / (256 * 2**top)), 600 / (512 * height0 / (256 * 2**top))))
-    centre_lon, centre_lat = to_lonlat([width0 / 2], [height0 / 2], dimensions)
-    if focus is not None:  # centre a level-0 point at full resolution (one screen px = one level-0 px)
-        centre_lon, centre_lat = to_lonlat([focus[0]], [focus[1]], dimensions)
-        fit = top - 1
-    fig.update_layout(
-        map=dict(style=style, center=dict(lon=float(centre_lon[0]), lat=float(centre_lat[0])), zoom=float(fit),
-                 bounds=dict(west=bounds[0], south=bounds[1], east=bounds[2], north=bounds[3])),
-        height=height, margin=dict(l=0, r=0, t=0, b=0), uirevision=revision, showlegend=bool(tumors),
-        legend=dict(orientation="h", yanchor="bottom", y=0.0, xanchor="left", x=0.0, bgcolor="rgba(255,255,255,0.7)"),
     )
     return fig
 

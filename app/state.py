@@ -19,10 +19,11 @@ FADE_LOW = "fade_low_probabilities"
 OVERVIEW_CHART = "overview_chart"
 EVAL_MODE = "evaluation_mode"
 VIEW_MODE = "view_mode"
-VIEW_FOCUS = "view_focus"  # (slide, level-0 x, level-0 y) the viewer opens at
+VIEW_FOCUS = "view_focus"  # (slide, level-0 x, level-0 y, nonce): the viewer centres there at full resolution once per nonce
+SLIDE_VIEWER = "slide_viewer"  # the deep-zoom viewer component's key (one for every slide: its view lives across reruns)
 
 DEFAULT_THRESHOLD = 0.5
-DEFAULT_OPACITY = 0.45
+DEFAULT_OPACITY = 0.6  # with transparent low F(I): chosen on real tissue, see README "The viewer"
 
 #: The Review page's viewer settings and their defaults (set as session state, not value=).
 VIEWER_DEFAULTS = {OPACITY: DEFAULT_OPACITY, SHOW_ANNOTATIONS: True, CUT_BELOW_T: False, FADE_LOW: True, VIEW_MODE: "Deep zoom"}

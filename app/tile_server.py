@@ -176,9 +176,28 @@ async def overlay_tile_route(request: Request) -> Response:
     return Response(data, media_type="image/png", headers=CACHE_HEADERS)
 
 
+async def viewer_static(request: Request) -> Response:
+    """GET a vendored file of the slide viewer (app/viewer/static, a fixed list); 404 for any other name."""
+    from app.viewer import STATIC_FILES, static_file
+
+    name = request.path_params.get("name", "")
+    if name not in STATIC_FILES:
+        return _not_found()
+    found = await run_in_threadpool(static_file, name)
+    if found is None:
+        return _not_found()
+    data, media = found
+    return Response(data, media_type=media, headers=CACHE_HEADERS)
+
+
 def routes() -> list[Route]:
-    """Return the tile routes to mount beside Streamlit."""
-    return [Route(SLIDE_ROUTE, slide_tile, methods=["GET"]), Route(OVERLAY_ROUTE, overlay_tile_route, methods=["GET"])]
+    """Return the tile routes and the viewer's static route to mount beside Streamlit."""
+    from app.viewer import STATIC_ROUTE
+
+    return [
+        Route(SLIDE_ROUTE, slide_tile, methods=["GET"]), Route(OVERLAY_ROUTE, overlay_tile_route, methods=["GET"]),
+        Route(STATIC_ROUTE, viewer_static, methods=["GET"]),
+    ]
 
 
 def set_nodelay_on_listening_sockets() -> int:

@@ -15,7 +15,17 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
-COLORMAPS = ("inferno", "viridis", "magma", "plasma", "turbo", "RdYlBu_r", "jet")
+#: The default colour map first: viridis's upper half (green to yellow) stands apart from H&E's
+#: pinks and purples, and its dark low end is transparent under "transparent low F(I)".
+COLORMAPS = ("viridis", "inferno", "magma", "plasma", "turbo", "RdYlBu_r", "jet")
+DEFAULT_COLORMAP = COLORMAPS[0]
+#: "Transparent low F(I)": alpha 0 up to FADE_FROM, full from FADE_FULL (linear in between).
+FADE_FROM, FADE_FULL = 0.1, 0.6
+#: Outline of the regions with F(I) >= t: cyan (no H&E stain and no colour map's top end is cyan)
+#: over a dark halo, OUTLINE_WIDTH picture pixels wide at every zoom.
+OUTLINE_RGB = (0, 255, 255)
+OUTLINE_HALO_RGB = (0, 40, 60)
+OUTLINE_WIDTH = 2
 
 
 @dataclass(frozen=True)
@@ -73,17 +83,38 @@ def _cells(grid: ProbabilityGrid, width: int, height: int, origin: tuple[float, 
     return np.clip(rows, 0, max(n_rows - 1, 0)), np.clip(cols, 0, max(n_cols - 1, 0)), row_ok[:, None] & col_ok[None, :]
 
 
+def fade_weight(values: np.ndarray) -> np.ndarray:
+    """Return the alpha weight in [0, 1] of probabilities under "transparent low F(I)".
+
+    0 up to ``FADE_FROM`` (low probabilities leave the tissue untouched: no grey veil over glass
+    or normal tissue), rising linearly to 1 at ``FADE_FULL`` and above.
+    """
+    values = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0)
+    return np.clip((values - FADE_FROM) / (FADE_FULL - FADE_FROM), 0.0, 1.0)
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    """Return ``mask`` dilated by one pixel (4-neighbourhood)."""
+    out = mask.copy()
+    out[1:, :] |= mask[:-1, :]
+    out[:-1, :] |= mask[1:, :]
+    out[:, 1:] |= mask[:, :-1]
+    out[:, :-1] |= mask[:, 1:]
+    return out
+
+
 def render_overlay(
     grid: ProbabilityGrid,
     size: tuple[int, int],
     *,
     origin: tuple[float, float] = (0.0, 0.0),
     scale: float = 1.0,
-    colormap: str = "inferno",
+    colormap: str = DEFAULT_COLORMAP,
     opacity: float = 0.5,
     cut: float | None = None,
     outline: float | None = None,
-    outline_color: tuple[int, int, int] = (0, 255, 255),
+    outline_color: tuple[int, int, int] = OUTLINE_RGB,
+    outline_width: int = OUTLINE_WIDTH,
     fade: bool = False,
 ) -> np.ndarray:
     """Return an RGBA uint8 (height, width, 4) picture of the probabilities.
@@ -94,40 +125,60 @@ def render_overlay(
         scale: level-0 pixels per picture pixel.
         opacity: alpha in [0, 1] of cells with a prediction.
         cut: if set, cells with F(I) < cut are transparent.
-        outline: if set, the border of the cells with F(I) >= outline is drawn opaque.
-        fade: scale each cell's alpha by its probability (0.15 + 0.85 F(I)), so tissue the
-            model finds normal stays visible and the suspicious cells stand out.
+        outline: if set, the border of the regions of cells with F(I) >= outline is drawn opaque,
+            ``outline_width`` picture pixels of ``outline_color`` inside the region and one dark
+            pixel outside it, so it reads over tissue, glass and every colour map. Borders on the
+            picture's edge are found as well (the picture is rendered with a margin), so tiles
+            side by side draw one continuous line.
+        fade: "transparent low F(I)": scale each cell's alpha by :func:`fade_weight` (0 below
+            ``FADE_FROM``, full from ``FADE_FULL``), so tissue the model finds normal is left
+            as it is and the suspicious cells stand out.
     """
     width, height = size
-    rgba = np.zeros((height, width, 4), dtype=np.uint8)
     if grid.values.size == 0:
-        return rgba
-    rows, cols, inside = _cells(grid, width, height, origin, scale)
+        return np.zeros((height, width, 4), dtype=np.uint8)
+    margin = outline_width + 1 if outline is not None else 0
+    # Frame change: a picture with ``margin`` extra pixels on every side (cropped at the end).
+    full_w, full_h = width + 2 * margin, height + 2 * margin
+    rows, cols, inside = _cells(grid, full_w, full_h, (origin[0] - margin * scale, origin[1] - margin * scale), scale)
     values = grid.values[rows[:, None], cols[None, :]]
     values = np.where(inside, values, np.nan)
     known = np.isfinite(values)
+    rgba = np.zeros((full_h, full_w, 4), dtype=np.uint8)
     lut = (colormaps[colormap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
     index = np.clip(np.nan_to_num(values, nan=0.0) * 255 + 0.5, 0, 255).astype(np.uint8)
     rgba[..., :3] = lut[index]
     shown = known if cut is None else known & (values >= cut)
     alpha = 255 * float(np.clip(opacity, 0, 1))
     if fade:
-        weight = 0.15 + 0.85 * np.clip(np.nan_to_num(values, nan=0.0), 0, 1)
-        rgba[..., 3] = np.where(shown, np.round(alpha * weight), 0).astype(np.uint8)
+        rgba[..., 3] = np.where(shown, np.round(alpha * fade_weight(values)), 0).astype(np.uint8)
     else:
         rgba[..., 3] = np.where(shown, np.uint8(round(alpha)), 0)
     if outline is not None:
         above = known & (values >= outline)
-        edge = np.zeros_like(above)
-        # A pixel is on the border if a neighbour (right or below, and their mirrors) differs.
-        edge[:, :-1] |= above[:, :-1] != above[:, 1:]
-        edge[:, 1:] |= above[:, :-1] != above[:, 1:]
-        edge[:-1, :] |= above[:-1, :] != above[1:, :]
-        edge[1:, :] |= above[:-1, :] != above[1:, :]
-        edge &= above
-        rgba[edge, :3] = outline_color
-        rgba[edge, 3] = 255
-    return rgba
+        # The (margin-padded) picture's own edge is not a region border: erode with edge replication.
+        band = above & ~_erode_keep_border(above, max(1, outline_width))
+        outer = _dilate(above) & ~above
+        rgba[outer, :3] = OUTLINE_HALO_RGB
+        rgba[outer, 3] = 255
+        rgba[band, :3] = outline_color
+        rgba[band, 3] = 255
+    if margin:
+        rgba = rgba[margin : margin + height, margin : margin + width]
+    return np.ascontiguousarray(rgba)
+
+
+def _erode_keep_border(mask: np.ndarray, times: int) -> np.ndarray:
+    """Return ``mask`` eroded ``times`` pixels, the picture's edge continuing the mask outward (not a border)."""
+    padded = np.pad(mask, times, mode="edge")
+    for _ in range(times):
+        eroded = padded.copy()
+        eroded[1:, :] &= padded[:-1, :]
+        eroded[:-1, :] &= padded[1:, :]
+        eroded[:, 1:] &= padded[:, :-1]
+        eroded[:, :-1] &= padded[:, 1:]
+        padded = eroded
+    return padded[times:-times, times:-times]
 
 
 def composite(base: np.ndarray, overlay: np.ndarray) -> np.ndarray:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from app import context, navigation, state, tile_server, widgets
-from app.figures import colorbar_figure, slide_overview_figure, slide_viewer_figure
+from app.figures import colorbar_html, slide_overview_figure
+from app.viewer import patches_at, slide_viewer, viewer_data
 from core.cohort import SLIDE_SUFFIXES
 from core.errors import PathologyError
 from core.export import build_asap_xml, build_camelyon_csv, qupath_geojson_bytes, render_overview_png
+from core.deepzoom import max_zoom
 from core.heatmap import COLORMAPS, heatmap_over_thumbnail, probability_grid
 from core.slide_io import SUPPORTED_HINT
 from core.tiling import label_patches, slide_resolution
@@ -21,7 +25,7 @@ st.title("Review")
 loaded = widgets.require_model()
 st.caption(widgets.model_caption(loaded))
 t = float(st.session_state[state.THRESHOLD])
-store = context.store()
+store = widgets.require_store()
 
 # -- the cohort table -----------------------------------------------------------------------------
 def status_of(summary: dict | None) -> str:
@@ -40,7 +44,7 @@ def predict(name: str, path: str, progress=None) -> bool:
     try:
         loaded.runner.predict_slide(context.slide(path).path, store, loaded.tiling, progress=progress, slide_mpp=context.given_mpp(name))
     except PathologyError as exc:
-        st.error(f"{name}: {exc}")
+        st.error(widgets.file_error(Path(path).name, exc))
         return False
     return True
 
@@ -53,7 +57,7 @@ with st.container():
             path = context.save_upload(uploaded, "slides")
             handle = context.slide(path)
         except PathologyError as exc:
-            st.error(f"{uploaded.name}: {exc}")
+            st.error(widgets.file_error(uploaded.name, exc))
         else:
             # The field belongs to this file (its key names it): typing never changes another upload.
             known = st.session_state.setdefault(state.UPLOADED_SLIDES, {})
@@ -163,7 +167,10 @@ opacity = controls[0].slider("Heatmap opacity", 0.0, 1.0, step=0.05, key=state.O
 colormap = controls[1].selectbox("Colour map", COLORMAPS, key=state.COLORMAP)
 show_annotations = controls[2].toggle("Annotation outlines", key=state.SHOW_ANNOTATIONS)
 cut = controls[3].toggle("Hide patches below t", key=state.CUT_BELOW_T)
-fade = controls[4].toggle("Fade low F(I)", key=state.FADE_LOW, help="Each cell's opacity grows with its probability, so tissue the model finds normal stays visible.")
+fade = controls[4].toggle(
+    "Transparent low F(I)", key=state.FADE_LOW,
+    help="Patches with F(I) ≤ 0.1 are not coloured at all and the colour grows to full opacity at 0.6, so tissue the model finds normal stays as it is.",
+)
 
 try:
     tumors = context.tumors(name) if row["split"] != "uploaded" else []
@@ -191,28 +198,58 @@ if selected_patch and selected_patch.get("slide") == name:
 view_cols = st.columns([2, 1])
 with view_cols[0]:
     view = st.segmented_control("View", ["Deep zoom", "Overview"], key=state.VIEW_MODE) or "Deep zoom"
+
+
+def select_patch(index: int, count: int = 1) -> None:
+    """Make patch ``index`` the selected one (its record in session state, as Explain reads it)."""
+    st.session_state[state.SELECTED_PATCH] = {
+        "slide": name, "path": str(slide.path), "x": int(predictions.x[index]), "y": int(predictions.y[index]),
+        "size0": size0, "slide_mpp": context.given_mpp(name), "prob": float(predictions.prob[index]),
+    }
+    st.session_state[state.SELECTION_COUNT] = count
+
+
+def focus_on(x: float, y: float) -> None:
+    """Have the deep-zoom viewer centre level-0 (x, y) at full resolution, once (a new nonce each time)."""
+    import time
+
+    st.session_state[state.VIEW_FOCUS] = (name, float(x), float(y), f"{time.time_ns()}")
+
+
 if len(predictions) and view_cols[1].button("Go to the most suspicious patch", help="Select the patch with the highest F(I) and zoom the viewer onto it at full resolution."):
     best = int(np.argmax(predictions.prob))
-    st.session_state[state.SELECTED_PATCH] = {
-        "slide": name, "path": str(slide.path), "x": int(predictions.x[best]), "y": int(predictions.y[best]),
-        "size0": size0, "slide_mpp": context.given_mpp(name), "prob": float(predictions.prob[best]),
-    }
-    st.session_state[state.VIEW_FOCUS] = (name, float(centres_x[best]), float(centres_y[best]))
-    st.session_state[state.SELECTION_COUNT] = 1
+    select_patch(best)
+    focus_on(centres_x[best], centres_y[best])
     selected_patch, selected_index = st.session_state[state.SELECTED_PATCH], best
 focus = st.session_state.get(state.VIEW_FOCUS)
-focus = focus[1:] if focus and focus[0] == name else None
+focus = (focus[3], focus[1], focus[2]) if focus and focus[0] == name and len(focus) == 4 else None
+chosen: list[int] = []
 if view == "Deep zoom":
     slide_token = tile_server.register_slide(slide.path)
     overlay_token = tile_server.register_overlay(
         slide_token, summary["run_id"], grid, slide.dimensions, colormap=colormap, cut=t if cut else None, outline=t, fade=fade,
     )
-    figure = slide_viewer_figure(
-        slide.dimensions, tile_server.slide_url(slide_token), tile_server.overlay_url(overlay_token), opacity=opacity,
-        centres_x=centres_x, centres_y=centres_y, probs=predictions.prob, tumors=tumors if show_annotations else None,
-        selected=selected_index, revision=f"viewer-{name}-{focus}", focus=focus,
+    mpp = slide_resolution(slide, context.given_mpp(name))
+    data = viewer_data(
+        slide_token=slide_token, slide_tiles=tile_server.slide_url(slide_token), dimensions=slide.dimensions,
+        max_level=max_zoom(slide.dimensions), mpp=mpp, overlay_token=overlay_token,
+        overlay_tiles=tile_server.overlay_url(overlay_token), opacity=opacity,
+        selected=None if selected_index is None else (float(predictions.x[selected_index]), float(predictions.y[selected_index]), size0),
+        tumors=tumors if show_annotations else None, focus=focus,
     )
-    st.caption("Scroll to zoom down to full resolution, drag to pan. Cyan outlines: patches with F(I) ≥ t. Click a patch (or box-select) to inspect it.")
+    # One key for every slide: the element (and the view it holds) lives across reruns; a new
+    # slide token makes it fit the new slide.
+    picked = slide_viewer(data, key=state.SLIDE_VIEWER)
+    if picked and picked.get("slide") == slide_token and len(predictions):
+        chosen = patches_at(predictions.x, predictions.y, size0, picked).tolist()
+        if picked.get("kind") == "point":
+            chosen = chosen[:1]
+    note = "" if mpp else " This slide has no microns per pixel: no scale bar or magnification (give it next to the upload or above)."
+    st.caption(
+        "Scroll or +/− to zoom (down to 2 screen pixels per slide pixel), drag to pan, ⌂ Home fits the whole slide, 1:1 is full "
+        "resolution; the inset (bottom right) shows where you are, click it to move. Click a patch to inspect it, shift-drag a "
+        f"box to pick the most suspicious patch in it. Cyan outlines: patches with F(I) ≥ t.{note}"
+    )
 else:
     picture = heatmap_over_thumbnail(
         thumb, slide.dimensions, grid, colormap=colormap, opacity=opacity, cut=t if cut else None, outline=t, fade=fade,
@@ -222,25 +259,19 @@ else:
         tumors=tumors if show_annotations else None, selected=selected_index,
     )
     st.caption("Cyan outlines: patches with F(I) ≥ t. Click a patch (or box-select an area) to inspect it.")
-event = st.plotly_chart(
-    figure, key=f"{state.OVERVIEW_CHART}-{view}-{name}", on_select="rerun", selection_mode=("points", "box"), width="stretch",
-    config={"scrollZoom": True, "displaylogo": False},
-)
-st.plotly_chart(colorbar_figure(colormap, t), width="stretch", theme=None, config={"displayModeBar": False})
+    event = st.plotly_chart(
+        figure, key=f"{state.OVERVIEW_CHART}-{view}-{name}", on_select="rerun", selection_mode=("points", "box"), width="stretch",
+        config={"scrollZoom": True, "displaylogo": False},
+    )
+    chosen = [int(p["point_index"]) for p in (event.selection.points if event else []) if p.get("curve_number", 0) == 0]
+st.html(colorbar_html(colormap, t, fade=fade))
 
-points = [p for p in (event.selection.points if event else []) if p.get("curve_number", 0) == 0]
-if points:
-    chosen = [int(p["point_index"]) for p in points]
+if chosen:
     best = max(chosen, key=lambda i: predictions.prob[i])  # in a box, the most suspicious patch
-    picked = {
-        "slide": name, "path": str(slide.path), "x": int(predictions.x[best]), "y": int(predictions.y[best]),
-        "size0": size0, "slide_mpp": context.given_mpp(name), "prob": float(predictions.prob[best]),
-    }
-    if picked != selected_patch:
-        # Rerun at once: the figure draws the new selection's marker, and Streamlit (which keys
-        # the chart by its figure) then starts from a fresh selection, so the next click or box counts.
-        st.session_state[state.SELECTED_PATCH] = picked
-        st.session_state[state.SELECTION_COUNT] = len(chosen)
+    if best != selected_index or len(chosen) != st.session_state.get(state.SELECTION_COUNT, 1):
+        # Rerun at once: the viewer draws the new selection's outline, and (Overview) Streamlit,
+        # which keys the chart by its figure, starts from a fresh selection, so the next one counts.
+        select_patch(best, len(chosen))
         st.rerun()
 count = st.session_state.get(state.SELECTION_COUNT, 1)
 if selected_patch and selected_patch.get("slide") == name and count > 1:
@@ -284,7 +315,7 @@ if selected_patch and selected_patch.get("slide") == name:
         if label is not None:
             st.write(f"Annotation label (inner square touches a tumor): **{'tumor' if label else 'normal'}**.")
         if view == "Deep zoom" and st.button("Zoom the viewer to this patch"):
-            st.session_state[state.VIEW_FOCUS] = (name, x + size0 / 2, y + size0 / 2)
+            focus_on(x + size0 / 2, y + size0 / 2)
             st.rerun()
         if st.button("Explain this patch", type="primary"):
             st.switch_page(navigation.page("explain.py"))

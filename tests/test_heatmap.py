@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 from matplotlib import colormaps
 
-from core.heatmap import composite, heatmap_over_thumbnail, probability_grid, render_overlay
+from core.heatmap import (
+    DEFAULT_COLORMAP, FADE_FROM, FADE_FULL, OUTLINE_HALO_RGB, OUTLINE_RGB, composite, fade_weight, heatmap_over_thumbnail,
+    probability_grid, render_overlay,
+)
 
 
 def test_grid_places_patches_in_cells():
@@ -36,10 +39,23 @@ def test_render_colours_alpha_and_cut():
 def test_outline_marks_the_border_of_cells_above_threshold():
     grid = probability_grid(np.array([0, 100, 200]), np.array([0, 0, 0]), [0.2, 0.9, 0.3], size0=100)
     rgba = render_overlay(grid, (30, 10), scale=10.0, opacity=0.0, outline=0.5)
-    outlined = rgba[..., 3] == 255
-    assert outlined[:, 10].all() and outlined[:, 19].all()  # left and right border of the middle cell
-    assert not outlined[:, :10].any() and not outlined[:, 20:].any()
-    assert not outlined[5, 15]  # the interior is not outlined
+    cyan = (rgba[..., 3] == 255) & (rgba[..., :3] == OUTLINE_RGB).all(-1)
+    halo = (rgba[..., 3] == 255) & (rgba[..., :3] == OUTLINE_HALO_RGB).all(-1)
+    # Two picture pixels of cyan inside the cell's left and right border, one dark pixel outside.
+    # (The cell's top and bottom, rows 0-1 and 8-9, are borders too: nothing is predicted above or below.)
+    assert cyan[:, [10, 11, 18, 19]].all() and not cyan[2:8, 12:18].any() and cyan[[0, 1, 8, 9], 12:18].all()
+    assert halo[:, [9, 20]].all()
+    assert not (cyan | halo)[:, :9].any() and not (cyan | halo)[:, 21:].any()
+
+
+def test_outline_continues_across_tiles():
+    """A region border on the seam of two tiles is drawn in both (each renders with a margin)."""
+    grid = probability_grid(np.array([0, 100]), np.array([0, 0]), [0.2, 0.9], size0=100)
+    left = render_overlay(grid, (10, 10), origin=(0, 0), scale=10.0, opacity=0.0, outline=0.5)
+    right = render_overlay(grid, (10, 10), origin=(100, 0), scale=10.0, opacity=0.0, outline=0.5)
+    assert (right[:, :2, :3] == OUTLINE_RGB).all() and (right[:, :2, 3] == 255).all()
+    assert (left[:, 9, :3] == OUTLINE_HALO_RGB).all() and (left[:, 9, 3] == 255).all()
+    assert (left[:, :9, 3] == 0).all()  # opacity 0: nothing else drawn
 
 
 def test_composite_blends():
@@ -50,7 +66,34 @@ def test_composite_blends():
     assert thumb.shape == (10, 20, 3) and (thumb[:, 10:] == 255).all() and (thumb[:, :10] != 255).any()
 
 
-def test_fade_scales_alpha_with_probability():
-    grid = probability_grid(np.array([0, 100, 200]), np.array([0, 0, 0]), [0.0, 0.5, 1.0], size0=100)
-    rgba = render_overlay(grid, (30, 10), scale=10.0, opacity=1.0, fade=True)
-    assert [rgba[5, c, 3] for c in (5, 15, 25)] == [round(255 * 0.15), round(255 * (0.15 + 0.85 * 0.5)), 255]
+def test_transparent_low_probabilities():
+    """Under fade, F(I) <= FADE_FROM is fully transparent (no grey veil), alpha grows to full at FADE_FULL."""
+    probs = [0.0, FADE_FROM, (FADE_FROM + FADE_FULL) / 2, FADE_FULL, 1.0]
+    grid = probability_grid(np.arange(5) * 100, np.zeros(5, int), probs, size0=100)
+    rgba = render_overlay(grid, (50, 10), scale=10.0, opacity=0.8, fade=True)
+    alpha = [int(rgba[5, c, 3]) for c in (5, 15, 25, 35, 45)]
+    assert alpha == [0, 0, round(255 * 0.8 * 0.5), round(255 * 0.8), round(255 * 0.8)]
+    assert fade_weight(np.array([np.nan, -1.0, 2.0])).tolist() == [0.0, 0.0, 1.0]
+
+
+def _hue(rgb) -> float:
+    import colorsys
+
+    return 360 * colorsys.rgb_to_hsv(*(np.asarray(rgb, float) / 255))[0]
+
+
+def test_default_colours_stand_apart_from_h_and_e():
+    """Every colour of the default map drawn at half opacity or more under fade is at least 35 degrees
+    of hue away from H&E's stains: haematoxylin's blue-purple and eosin's pink span 250-360 and 0-15."""
+    lut = (colormaps[DEFAULT_COLORMAP](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+    visible = np.linspace(0, 1, 256)[fade_weight(np.linspace(0, 1, 256)) >= 0.5]
+    assert visible.min() < 0.4
+
+    def distance_to_stains(hue: float) -> float:
+        return 0.0 if hue >= 250 or hue <= 15 else min(hue - 15, 250 - hue)
+
+    for p in visible:
+        hue = _hue(lut[int(round(p * 255))])
+        assert distance_to_stains(hue) >= 35, f"F(I) {p:.2f}: hue {hue:.0f}"
+    # The t outline (cyan) is apart from both stains and from the map's own top end (yellow).
+    assert distance_to_stains(_hue(OUTLINE_RGB)) >= 40 and abs(_hue(OUTLINE_RGB) - _hue(lut[-1])) > 90

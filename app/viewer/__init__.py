@@ -1,0 +1,131 @@
+"""The Review page's slide viewer: a Streamlit component (components v2) around OpenSeadragon.
+
+Source: ``viewer.js`` and ``viewer.css`` (hand-written) and ``static/openseadragon.min.js``
+(OpenSeadragon, BSD-3-Clause, vendored from npm: ``npm --prefix app/viewer ci && npm --prefix
+app/viewer run build``; the copy is committed, so running the app needs no npm). The library is
+served by the app's own route (``/viewer/static/...``, :func:`static_routes`): nothing is
+fetched from outside 127.0.0.1.
+
+The browser keeps the view (centre, zoom) as long as the element lives (a rerun only updates
+the overlay, the selection, the outlines); clicks and shift-drag boxes come back as a trigger
+value in level-0 pixels, and :func:`patches_at` turns them into patch indices, so the patches
+themselves never travel to the browser.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+STATIC_ROUTE = "/viewer/static/{name}"
+#: The files the static route serves, and their media types (nothing else under the folder).
+STATIC_FILES = {"openseadragon.min.js": "text/javascript", "LICENSE-openseadragon.txt": "text/plain"}
+COMPONENT_NAME = "pathex.slide_viewer"
+DEFAULT_HEIGHT = 620
+
+_component: Callable[..., Any] | None = None
+
+
+def _mount() -> Callable[..., Any]:
+    global _component
+    if _component is None:
+        import streamlit as st
+
+        _component = st.components.v2.component(
+            COMPONENT_NAME, js=(HERE / "viewer.js").read_text(), css=(HERE / "viewer.css").read_text(), isolate_styles=False,
+        )
+    return _component
+
+
+def viewer_data(
+    *,
+    slide_token: str,
+    slide_tiles: str,
+    dimensions: tuple[int, int],
+    max_level: int,
+    mpp: float | None,
+    overlay_token: str | None = None,
+    overlay_tiles: str | None = None,
+    opacity: float = 0.6,
+    selected: tuple[float, float, float] | None = None,
+    tumors: list | None = None,
+    focus: tuple[str, float, float] | None = None,
+    height: int = DEFAULT_HEIGHT,
+) -> dict:
+    """Return the JSON the viewer draws.
+
+    Args:
+        slide_token, slide_tiles: the slide's tile token and URL template ``.../{z}/{x}/{y}.jpg``.
+        dimensions: (width, height) of level 0 in pixels.
+        max_level: the tile zoom at which one tile pixel is one level-0 pixel (core.deepzoom.max_zoom).
+        mpp: microns per level-0 pixel, None when unknown (the scale bar is then hidden).
+        overlay_token, overlay_tiles: the probability overlay's token and URL template, or None.
+        opacity: the overlay's opacity in [0, 1].
+        selected: (x, y, side) of the selected patch in level-0 px (top-left corner), drawn as its outline.
+        tumors: shapely polygons in level-0 px, drawn as outlines.
+        focus: (nonce, x, y): centre level-0 (x, y) at full resolution once per nonce.
+        height: the viewer's height in CSS pixels.
+    """
+    rings: list[list[list[float]]] = []
+    for polygon in tumors or []:
+        for ring in [polygon.exterior, *polygon.interiors]:
+            rings.append(np.round(np.asarray(ring.coords)[:, :2], 1).tolist())
+    return {
+        "slide": {
+            "token": slide_token, "tiles": slide_tiles, "width": int(dimensions[0]), "height": int(dimensions[1]),
+            "maxLevel": int(max_level), "mpp": float(mpp) if mpp else None,
+        },
+        "overlay": None if overlay_tiles is None else {"token": overlay_token, "tiles": overlay_tiles, "opacity": float(opacity)},
+        "selected": None if selected is None else {"x": float(selected[0]), "y": float(selected[1]), "size": float(selected[2])},
+        "tumors": rings,
+        "focus": None if focus is None else {"nonce": str(focus[0]), "x": float(focus[1]), "y": float(focus[2]), "zoom": 1.0},
+        "height": int(height),
+    }
+
+
+def slide_viewer(data: dict, *, key: str) -> dict | None:
+    """Draw the viewer with ``data`` (:func:`viewer_data`); return the click or box made since the last run, or None.
+
+    The returned dict is ``{"kind": "point", "x", "y"}`` or ``{"kind": "box", "x0", "y0", "x1", "y1"}``
+    in level-0 pixels, plus ``"slide"``: the slide token it was made on.
+    """
+    result = _mount()(key=key, data=data, height="content", on_select_change=lambda: None)
+    return getattr(result, "select", None)
+
+
+def patches_at(x: np.ndarray, y: np.ndarray, size0: float, selection: dict) -> np.ndarray:
+    """Return the indices of the patches a click or box selects.
+
+    Args:
+        x, y: top-left corners of the patches, level-0 px.
+        size0: the patches' side in level-0 px.
+        selection: ``{"kind": "point", "x", "y"}`` (the patches containing the point, the one
+            whose centre is nearest first) or ``{"kind": "box", "x0", "y0", "x1", "y1"}`` (the
+            patches whose centre lies in the box), level-0 px.
+
+    Returns:
+        int64 indices into ``x``; empty when nothing is hit.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    cx, cy = x + size0 / 2, y + size0 / 2
+    if selection.get("kind") == "box":
+        x0, x1 = sorted((float(selection["x0"]), float(selection["x1"])))
+        y0, y1 = sorted((float(selection["y0"]), float(selection["y1"])))
+        return np.nonzero((cx >= x0) & (cx <= x1) & (cy >= y0) & (cy <= y1))[0]
+    px, py = float(selection["x"]), float(selection["y"])
+    hit = np.nonzero((px >= x) & (px < x + size0) & (py >= y) & (py < y + size0))[0]
+    order = np.argsort((cx[hit] - px) ** 2 + (cy[hit] - py) ** 2, kind="stable")
+    return hit[order]
+
+
+def static_file(name: str) -> tuple[bytes, str] | None:
+    """Return (bytes, media type) of a vendored file the viewer loads, None for any other name."""
+    media = STATIC_FILES.get(name)
+    if media is None:
+        return None
+    return (STATIC / name).read_bytes(), media

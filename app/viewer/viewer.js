@@ -1,0 +1,421 @@
+// The Review page's slide viewer: OpenSeadragon (vendored in static/, served by the app's own
+// route) with the slide and its probability overlay as tiled images, a navigator inset, Home,
+// a zoom cap of 2 screen px per level-0 px, a scale bar and magnification readout, the selected
+// patch and the tumour annotations as vector outlines. Clicks and shift-drag boxes go back to
+// Python as level-0 coordinates (a trigger value); Python picks the patches.
+//
+// Streamlit (components v2) calls this function again with the new data on every rerun, with
+// the same parentElement while the element lives: the viewer is made once and updated in place,
+// so the view survives reruns. Coordinates: "image" = level-0 pixels of the slide.
+
+const OSD_URL = "/viewer/static/openseadragon.min.js";
+const VIEW_STORE = "pathex-viewer-view:"; // sessionStorage: the view of a slide, kept across page switches
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function loadOpenSeadragon() {
+  if (window.OpenSeadragon) return Promise.resolve(window.OpenSeadragon);
+  if (!window.__pathexOSD) {
+    window.__pathexOSD = new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = OSD_URL;
+      script.onload = () => resolve(window.OpenSeadragon);
+      script.onerror = () => {
+        window.__pathexOSD = undefined;
+        reject(new Error(`cannot load ${OSD_URL}`));
+      };
+      document.head.appendChild(script);
+    });
+  }
+  return window.__pathexOSD;
+}
+
+function tileSource(slide, template) {
+  // The server's tile (z, x, y) is OpenSeadragon's (level, x, y) with maxLevel = the slide's
+  // max zoom: at that level one tile pixel is one level-0 pixel. Edge tiles are 256 px, padded
+  // with white (slide) or transparent (overlay); OpenSeadragon crops them to the slide.
+  return {
+    width: slide.width, height: slide.height, tileSize: 256, tileOverlap: 0, minLevel: 0, maxLevel: slide.maxLevel,
+    getTileUrl: (level, x, y) => template.replace("{z}", level).replace("{x}", x).replace("{y}", y),
+  };
+}
+
+// A length near `target` among 1, 2, 5 x 10^k.
+function niceLength(target) {
+  const power = Math.pow(10, Math.floor(Math.log10(target)));
+  for (const step of [5, 2, 1]) if (step * power <= target) return step * power;
+  return power;
+}
+
+function formatLength(um) {
+  if (um >= 1000) return `${+(um / 1000).toPrecision(3)} mm`;
+  if (um >= 1) return `${+um.toPrecision(3)} µm`;
+  return `${+(um * 1000).toPrecision(3)} nm`;
+}
+
+class SlideViewer {
+  constructor(parent, setTrigger) {
+    this.setTrigger = setTrigger;
+    this.root = document.createElement("div");
+    this.root.className = "pathex-viewer";
+    this.root.setAttribute("data-testid", "pathexViewer");
+    parent.appendChild(this.root);
+    this.stage = document.createElement("div");
+    this.stage.className = "pathex-stage";
+    this.root.appendChild(this.stage);
+    this.tools = document.createElement("div");
+    this.tools.className = "pathex-tools";
+    this.root.appendChild(this.tools);
+    const button = (label, title, action, testid) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.textContent = label;
+      b.title = title;
+      b.setAttribute("data-testid", testid);
+      b.addEventListener("click", (e) => { e.preventDefault(); action(); });
+      this.tools.appendChild(b);
+      return b;
+    };
+    button("⌂ Home", "Fit the whole slide", () => this.home(), "pathexHome");
+    button("−", "Zoom out", () => this.zoomBy(0.5), "pathexZoomOut");
+    button("+", "Zoom in", () => this.zoomBy(2), "pathexZoomIn");
+    button("1:1", "Full resolution: one screen pixel per level-0 pixel", () => this.zoomToImage(1), "pathexFull");
+    this.scale = document.createElement("div");
+    this.scale.className = "pathex-scale";
+    this.scale.setAttribute("data-testid", "pathexScale");
+    this.scaleBar = document.createElement("div");
+    this.scaleBar.className = "pathex-scale-bar";
+    this.scaleLabel = document.createElement("span");
+    this.scaleLabel.className = "pathex-scale-label";
+    this.scale.append(this.scaleBar, this.scaleLabel);
+    this.root.appendChild(this.scale);
+    this.magnification = document.createElement("div");
+    this.magnification.className = "pathex-magnification";
+    this.magnification.setAttribute("data-testid", "pathexMagnification");
+    this.root.appendChild(this.magnification);
+    this.box = document.createElement("div");
+    this.box.className = "pathex-box";
+    this.root.appendChild(this.box);
+    this.viewer = null;
+    this.slide = null;
+    this.overlay = null; // {token, item}
+    this.pendingOverlay = null;
+    this.focusNonce = null;
+    this.queue = Promise.resolve();
+    this.overlayDrawn = { token: null, at: 0 }; // for the tests and the latency bench
+  }
+
+  update(OSD, data) {
+    this.data = data;
+    this.root.style.height = `${data.height}px`;
+    if (!this.viewer) this.create(OSD);
+    if (!this.slide || this.slide.token !== data.slide.token) {
+      return this.openSlide(OSD, data);
+    }
+    this.applyData(OSD, data, false);
+    return Promise.resolve();
+  }
+
+  create(OSD) {
+    this.viewer = OSD({
+      element: this.stage,
+      drawer: "canvas",
+      showNavigationControl: false,
+      showNavigator: true,
+      navigatorPosition: "BOTTOM_RIGHT",
+      navigatorSizeRatio: 0.2,
+      navigatorAutoFade: false,
+      navigatorBackground: "#f4f4f4",
+      navigatorBorderColor: "#555",
+      navigatorDisplayRegionColor: "#00c8ff",
+      maxZoomPixelRatio: 2, // level 0 at 2 screen px per pixel at most
+      minZoomImageRatio: 0.8,
+      visibilityRatio: 0.2,
+      homeFillsViewer: false, // Home: the whole slide, letterboxed
+      preserveViewport: true,
+      animationTime: 0.4,
+      springStiffness: 9,
+      zoomPerScroll: 1.4,
+      imageLoaderLimit: 8,
+      timeout: 60000,
+      crossOriginPolicy: false,
+      gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true, flickEnabled: false },
+    });
+    const v = this.viewer;
+    this.svg = document.createElementNS(SVG_NS, "svg");
+    this.svg.setAttribute("class", "pathex-vectors");
+    this.svgGroup = document.createElementNS(SVG_NS, "g");
+    this.svg.appendChild(this.svgGroup);
+    v.canvas.appendChild(this.svg);
+    const redraw = () => { this.placeVectors(); this.drawScale(); };
+    v.addHandler("update-viewport", redraw);
+    v.addHandler("resize", redraw);
+    v.addHandler("animation-finish", () => this.saveView());
+    // A click selects the patch under it; shift-drag draws a box that selects the patches in it.
+    v.addHandler("canvas-click", (e) => {
+      if (!e.quick || this.dragStart) return;
+      const p = this.item().viewerElementToImageCoordinates(e.position);
+      this.trigger({ kind: "point", x: p.x, y: p.y });
+    });
+    v.addHandler("canvas-press", (e) => {
+      if (e.originalEvent && e.originalEvent.shiftKey) {
+        this.dragStart = e.position;
+        this.drawBox(e.position, e.position);
+      }
+    });
+    v.addHandler("canvas-drag", (e) => {
+      if (!this.dragStart) return;
+      e.preventDefaultAction = true; // no pan while boxing
+      this.dragEnd = e.position;
+      this.drawBox(this.dragStart, e.position);
+    });
+    v.addHandler("canvas-release", () => {
+      if (!this.dragStart) return;
+      const a = this.dragStart;
+      const b = this.dragEnd || a;
+      this.dragStart = this.dragEnd = null;
+      this.box.style.display = "none";
+      if (Math.abs(a.x - b.x) < 3 && Math.abs(a.y - b.y) < 3) return;
+      const p = this.item().viewerElementToImageCoordinates(a);
+      const q = this.item().viewerElementToImageCoordinates(b);
+      this.trigger({ kind: "box", x0: Math.min(p.x, q.x), y0: Math.min(p.y, q.y), x1: Math.max(p.x, q.x), y1: Math.max(p.y, q.y) });
+    });
+  }
+
+  trigger(value) {
+    this.setTrigger("select", { ...value, slide: this.slide.token, at: Date.now() });
+  }
+
+  drawBox(a, b) {
+    const s = this.box.style;
+    s.display = "block";
+    s.left = `${Math.min(a.x, b.x)}px`;
+    s.top = `${Math.min(a.y, b.y)}px`;
+    s.width = `${Math.abs(a.x - b.x)}px`;
+    s.height = `${Math.abs(a.y - b.y)}px`;
+  }
+
+  openSlide(OSD, data) {
+    const first = this.slide === null;
+    this.slide = data.slide;
+    this.overlay = null;
+    this.pendingOverlay = null;
+    this.focusNonce = null;
+    return new Promise((resolve) => {
+      const v = this.viewer;
+      const opened = () => {
+        v.removeHandler("open", opened);
+        v.removeHandler("open-failed", opened);
+        // A fresh element (first mount, e.g. back from another page) restores this slide's
+        // last view; a change of slide fits the new one.
+        const saved = first ? this.loadView() : null;
+        if (saved) this.setView(saved.x, saved.y, saved.zoom, true);
+        else v.viewport.goHome(true);
+        this.applyData(OSD, data, true);
+        resolve();
+      };
+      v.addHandler("open", opened);
+      v.addHandler("open-failed", opened);
+      v.open(tileSource(data.slide, data.slide.tiles));
+    });
+  }
+
+  applyData(OSD, data, opened) {
+    this.setOverlay(data.overlay);
+    this.drawVectors(data);
+    const focus = data.focus;
+    if (focus && focus.nonce !== this.focusNonce && focus.nonce !== this.loadFocusNonce()) {
+      this.focusNonce = focus.nonce;
+      this.saveFocusNonce(focus.nonce);
+      this.setView(focus.x, focus.y, focus.zoom || 1, false);
+    } else if (focus) {
+      this.focusNonce = focus.nonce;
+    }
+    this.drawScale();
+  }
+
+  setOverlay(spec) {
+    const v = this.viewer;
+    if (!spec) {
+      if (this.overlay) v.world.removeItem(this.overlay.item);
+      this.overlay = null;
+      return;
+    }
+    if (this.overlay && this.overlay.token === spec.token) {
+      this.overlay.item.setOpacity(spec.opacity);
+      return;
+    }
+    if (this.pendingOverlay && this.pendingOverlay.token === spec.token) {
+      this.pendingOverlay.opacity = spec.opacity;
+      return;
+    }
+    // The new overlay is added above the old one, which goes once the new one is drawn (no flash).
+    const pending = { token: spec.token, opacity: spec.opacity };
+    this.pendingOverlay = pending;
+    v.addTiledImage({
+      tileSource: tileSource(this.slide, spec.tiles),
+      opacity: spec.opacity,
+      success: (event) => {
+        const item = event.item;
+        if (this.pendingOverlay !== pending) { v.world.removeItem(item); return; }
+        item.setOpacity(pending.opacity);
+        const done = () => {
+          if (this.pendingOverlay !== pending) return;
+          const old = this.overlay;
+          this.overlay = { token: pending.token, item };
+          this.pendingOverlay = null;
+          if (old) v.world.removeItem(old.item);
+          this.overlayDrawn = { token: pending.token, at: performance.now() };
+        };
+        if (item.getFullyLoaded()) done();
+        else {
+          const handler = (e) => {
+            if (e.fullyLoaded) { item.removeHandler("fully-loaded-change", handler); done(); }
+          };
+          item.addHandler("fully-loaded-change", handler);
+        }
+      },
+    });
+  }
+
+  drawVectors(data) {
+    const g = this.svgGroup;
+    while (g.firstChild) g.removeChild(g.firstChild);
+    for (const ring of data.tumors || []) {
+      const path = document.createElementNS(SVG_NS, "polygon");
+      path.setAttribute("points", ring.map((p) => `${p[0]},${p[1]}`).join(" "));
+      path.setAttribute("class", "pathex-tumor");
+      g.appendChild(path);
+    }
+    const s = data.selected;
+    if (s) {
+      for (const cls of ["pathex-selected-halo", "pathex-selected"]) {
+        const rect = document.createElementNS(SVG_NS, "rect");
+        rect.setAttribute("x", s.x);
+        rect.setAttribute("y", s.y);
+        rect.setAttribute("width", s.size);
+        rect.setAttribute("height", s.size);
+        rect.setAttribute("class", cls);
+        if (cls === "pathex-selected") rect.setAttribute("data-testid", "pathexSelected");
+        g.appendChild(rect);
+      }
+    }
+    this.placeVectors();
+  }
+
+  placeVectors() {
+    if (!this.viewer || !this.viewer.world.getItemCount()) return;
+    const item = this.item();
+    const OSD = window.OpenSeadragon;
+    const p0 = item.imageToViewerElementCoordinates(new OSD.Point(0, 0));
+    const p1 = item.imageToViewerElementCoordinates(new OSD.Point(this.slide.width, 0));
+    const k = (p1.x - p0.x) / this.slide.width; // screen px per level-0 px
+    this.svgGroup.setAttribute("transform", `translate(${p0.x} ${p0.y}) scale(${k})`);
+  }
+
+  // The slide's tiled image (the first item; overlays come above it): its image frame is level 0.
+  item() { return this.viewer.world.getItemAt(0); }
+
+  imageZoom() {
+    return this.item().viewportToImageZoom(this.viewer.viewport.getZoom(true));
+  }
+
+  drawScale() {
+    if (!this.viewer || !this.viewer.world.getItemCount()) return;
+    const mpp = this.slide.mpp;
+    const zoom = this.imageZoom(); // screen px per level-0 px
+    if (!mpp) {
+      this.scale.style.display = "none";
+      this.magnification.textContent = "No µm per pixel: no scale";
+      this.magnification.title = "This slide has no resolution metadata and none was given; type its microns per pixel on the Review page.";
+      return;
+    }
+    const umPerScreenPx = mpp / zoom;
+    const length = niceLength(umPerScreenPx * 140);
+    this.scale.style.display = "flex";
+    this.scaleBar.style.width = `${Math.round(length / umPerScreenPx)}px`;
+    this.scaleLabel.textContent = formatLength(length);
+    // Equivalent objective: 10x = 1 µm per screen pixel (40x ~ 0.25 µm/px, 20x ~ 0.5 µm/px).
+    const mag = 10 / umPerScreenPx;
+    this.magnification.textContent = `≈ ${mag >= 10 ? mag.toFixed(0) : mag.toFixed(1)}x`;
+    this.magnification.title = `Equivalent objective magnification (10x = 1 µm per screen pixel); slide ${mpp.toPrecision(3)} µm/px`;
+  }
+
+  home() { this.viewer.viewport.goHome(); }
+
+  zoomBy(factor) {
+    const vp = this.viewer.viewport;
+    vp.zoomBy(factor);
+    vp.applyConstraints();
+  }
+
+  zoomToImage(zoom) {
+    const vp = this.viewer.viewport;
+    vp.zoomTo(this.item().imageToViewportZoom(zoom));
+    vp.applyConstraints();
+  }
+
+  view() {
+    const vp = this.viewer.viewport;
+    const c = this.item().viewportToImageCoordinates(vp.getCenter(true));
+    return { x: c.x, y: c.y, zoom: this.imageZoom() };
+  }
+
+  setView(x, y, zoom, immediately) {
+    const vp = this.viewer.viewport;
+    const OSD = window.OpenSeadragon;
+    vp.zoomTo(this.item().imageToViewportZoom(zoom), null, immediately);
+    vp.panTo(this.item().imageToViewportCoordinates(new OSD.Point(x, y)), immediately);
+    vp.applyConstraints(immediately);
+  }
+
+  saveView() {
+    if (!this.slide || !this.viewer || !this.viewer.world.getItemCount()) return;
+    try {
+      sessionStorage.setItem(VIEW_STORE + this.slide.token, JSON.stringify(this.view()));
+    } catch (e) { /* storage full or denied: the view is only not restored */ }
+  }
+
+  loadView() {
+    try {
+      const text = sessionStorage.getItem(VIEW_STORE + this.slide.token);
+      return text ? JSON.parse(text) : null;
+    } catch (e) { return null; }
+  }
+
+  saveFocusNonce(nonce) {
+    try { sessionStorage.setItem(VIEW_STORE + "focus", String(nonce)); } catch (e) { /* see saveView */ }
+  }
+
+  loadFocusNonce() {
+    try { return sessionStorage.getItem(VIEW_STORE + "focus"); } catch (e) { return null; }
+  }
+
+  destroy() {
+    this.saveView();
+    if (this.viewer) this.viewer.destroy();
+    this.viewer = null;
+    this.root.remove();
+    if (window.pathexViewer === this) window.pathexViewer = undefined;
+  }
+}
+
+export default function (component) {
+  const { data, parentElement, setTriggerValue } = component;
+  let viewer = parentElement.__pathexViewer;
+  if (!viewer) {
+    viewer = new SlideViewer(parentElement, setTriggerValue);
+    parentElement.__pathexViewer = viewer;
+  }
+  viewer.setTrigger = setTriggerValue;
+  window.pathexViewer = viewer; // one viewer per page; the browser tests read its view here
+  viewer.queue = viewer.queue
+    .then(() => loadOpenSeadragon())
+    .then((OSD) => viewer.update(OSD, data))
+    .catch((error) => {
+      viewer.root.textContent = `The slide viewer could not start: ${error.message}`;
+    });
+  return () => {
+    viewer.destroy();
+    parentElement.__pathexViewer = undefined;
+  };
+}
