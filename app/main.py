@@ -19,7 +19,7 @@ from app import tile_server  # noqa: E402
 
 def run_frame() -> None:
     """The script each browser session runs: sidebar shared by every page, then the page."""
-    from app import context, navigation, state
+    from app import context, navigation, state, widgets
     from app.demo import ensure_demo_cohort, ensure_demo_model
     from core.device import device_label
     from core.errors import PathologyError
@@ -59,7 +59,7 @@ def run_frame() -> None:
                 path = context.save_upload(uploaded, "models")
                 load_checkpoint(path)
             except PathologyError as exc:
-                st.error(f"{uploaded.name}: {exc}")
+                st.error(widgets.file_error(uploaded.name, exc))
             else:
                 if st.session_state.get(state.MODEL_UPLOAD) != str(path):
                     st.session_state[state.MODEL_UPLOAD] = str(path)

@@ -11,6 +11,7 @@ import streamlit as st
 
 from app import context
 from core.errors import PathologyError
+from core.store import ResultStore
 from core.tiling import inner_squares
 
 
@@ -23,6 +24,26 @@ def progress_callback(text: str) -> tuple[Callable[[int, int], None], object]:
         bar.progress(min(1.0, fraction), text=f"{text} {done}/{total}")
 
     return update, bar
+
+
+def file_error(name: str, exc: Exception) -> str:
+    """Return the message of ``exc`` about the file ``name``, naming the file once.
+
+    core's messages name the file themselves (the command line prints them as they are); the
+    app prefixes the name only when a message does not, so both say the same sentence.
+    """
+    text = str(exc)
+    return text if name in text else f"{name}: {text}"
+
+
+def require_store() -> ResultStore:
+    """Return the data folder's results store, or stop the page with the reason it cannot be opened."""
+    try:
+        return context.store()
+    except PathologyError as exc:
+        st.error(str(exc))
+        st.info("Choose another data folder in the sidebar, or move the damaged file away.")
+        st.stop()
 
 
 def model_caption(loaded: context.LoadedModel) -> str:
@@ -75,13 +96,14 @@ def current_patch(loaded: context.LoadedModel) -> tuple[np.ndarray, str, dict] |
             return None
         info = selected
     elif source == "most suspicious patch of a slide":
+        require_store()  # a damaged store: its reason, not an exception box
         summaries = context.run_summaries(loaded)
         done = sorted(n for n, s in summaries.items() if s["status"] == "complete")
         if not done:
             st.info("No slide has predictions with this model yet: run the model on the Review page.")
             return None
         name = st.selectbox("Slide", done, key="patch_slide")
-        predictions = context.store().read_predictions(summaries[name]["run_id"])
+        predictions = require_store().read_predictions(summaries[name]["run_id"])
         best = int(np.argmax(predictions.prob))
         path = context.cohort().set_index("slide").loc[name, "path"]
         info = {
@@ -89,18 +111,19 @@ def current_patch(loaded: context.LoadedModel) -> tuple[np.ndarray, str, dict] |
             "size0": int(predictions.width[best]), "slide_mpp": context.given_mpp(name), "prob": float(predictions.prob[best]),
         }
     else:
-        uploaded = st.file_uploader("Patch image (PNG or JPEG)", type=["png", "jpg", "jpeg"], key="patch_upload")
+        uploaded = st.file_uploader("Patch image (PNG, JPEG or TIFF)", type=["png", "jpg", "jpeg", "tif", "tiff"], key="patch_upload")
         if uploaded is None:
             return None
         from PIL import Image
 
+        from core.explain.base import check_image
         from core.slide_io import read_image_rgb
 
         try:
             # core's reader: 16-bit data scaled (not clipped white), oversized images refused from their header.
-            rgb = read_image_rgb(context.save_upload(uploaded, "patches"))
+            rgb = check_image(read_image_rgb(context.save_upload(uploaded, "patches")))
         except PathologyError as exc:
-            st.error(f"{uploaded.name}: {exc}")
+            st.error(file_error(uploaded.name, exc))
             return None
         array = np.asarray(Image.fromarray(rgb).resize((tiling.patch_size, tiling.patch_size)))
         key = f"upload:{uploaded.name}:{uploaded.size}:{hash(array.tobytes())}"

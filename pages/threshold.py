@@ -19,7 +19,7 @@ st.title("Threshold tuning")
 loaded = widgets.require_model()
 st.caption(widgets.model_caption(loaded))
 t = float(st.session_state[state.THRESHOLD])
-store = context.store()
+store = widgets.require_store()
 
 
 @st.cache_data(show_spinner="Evaluating the cohort (once; moving t does not recompute)...", max_entries=32)
