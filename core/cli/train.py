@@ -4,16 +4,21 @@
     python -m core train --preset demo                       # tiny arch on the demo cohort
     python -m core train --out runs/vgg16 --resume --epochs 40
     torchrun --nproc-per-node 4 -m core train --cohort ... --out ...   # DistributedDataParallel
+    torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29400 \
+        -m core train --cohort cohort.csv --data-root /local/slides --out runs/vgg16 [--resume]
 
 Options left out take the preset's value (with ``--preset``), the stored run's (with
 ``--resume``) or the recipe's default (:class:`core.training.config.TrainConfig`, whose
-defaults the help shows). Only rank 0 prints progress and writes files.
+defaults the help shows). Only rank 0 prints progress and writes files (on its own machine);
+with ``--resume`` the state is read on the machine that holds it and broadcast to the others,
+which need a copy of the slides (``--data-root``) but not of the run folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -76,6 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     option("--seed", type=int, help=f"random seed; a CPU run with the same seed repeats exactly (default {C.seed})")
     option("--test-slide-auc", action=argparse.BooleanOptionalAction, help="after training, score the test-split slides (max F(I)) and record their ROC-AUC")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch (epochs may grow)")
+    common.add_data_root(parser)
     # (dest, flag) of the TrainConfig options, in --help order: what _given and _command read.
     parser.set_defaults(config_options=tuple((a.dest, a.option_strings[0]) for a in fields))
 
@@ -87,7 +93,13 @@ def _given(args: argparse.Namespace) -> dict:
 
 def _command(args: argparse.Namespace, world: int) -> str:
     """Return the command line that reproduces this run (options as given, canonical order)."""
-    parts = ["python", "-m", "core", "train"] if world <= 1 else ["torchrun", "--nproc-per-node", str(world), "-m", "core", "train"]
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    if world <= 1:
+        parts = ["python", "-m", "core", "train"]
+    elif per_node >= world:
+        parts = ["torchrun", "--nproc-per-node", str(world), "-m", "core", "train"]
+    else:
+        parts = ["torchrun", "--nnodes", str(world // max(per_node, 1)), "--nproc-per-node", str(per_node), "-m", "core", "train"]
     if args.preset:
         parts += ["--preset", args.preset]
     for dest, flag in args.config_options:
@@ -101,23 +113,21 @@ def _command(args: argparse.Namespace, world: int) -> str:
     return shlex.join(parts)
 
 
-def _build_config(args: argparse.Namespace, world: int):
-    """Return the TrainConfig of this run: the stored one (--resume), the demo preset's or the recipe's, with the options given."""
+def _build_config(args: argparse.Namespace, world: int, state: dict | None = None):
+    """Return the TrainConfig of this run: the stored one (--resume: ``state``), the demo preset's or the recipe's, with the options given."""
     from core.paths import demo_dir
-    from core.training import TrainConfig, demo_config, load_state
+    from core.training import TrainConfig, demo_config
 
     given = _given(args)
     command = _command(args, world)
     if args.resume:
-        if not args.out and not args.preset:
-            raise CommandError("--resume needs --out (the run folder to continue)")
-        out = Path(given.get("out") or "runs/demo")
-        stored = TrainConfig.from_dict(load_state(out)["config"])
+        stored = TrainConfig.from_dict(state["config"])
         extra = {k: v for k, v in given.items() if k != "out"}
         resumed_command = stored.command or ""
         if extra:
             resumed_command = f"{resumed_command} then {command}".strip()
-        return stored.replace(**extra, command=resumed_command)
+        # This machine's --out (the state may come from another machine's copy of the folder).
+        return stored.replace(**extra, out=str(given.get("out") or stored.out), command=resumed_command)
     if args.preset == "demo":
         cohort = given.pop("cohort", None) or str(demo_dir() / "cohort.csv")
         return demo_config(cohort=cohort, **{**given, "command": command})
@@ -147,28 +157,37 @@ def run(args: argparse.Namespace) -> int:
     """Train (joining torchrun's process group when there is one) and report; return 0."""
     import time
 
+    from core.cohort import DATA_ROOT_ENV, data_root
+    from core.training.distributed import DistContext, init_distributed
+    from core.training.loop import fetch_state
+
     started = time.perf_counter()
     rank, world, _ = common.distributed_context()
-    config = _build_config(args, world)
+    if args.data_root is not None:
+        # Training reads the cohort deep inside; the environment carries this node's root there.
+        os.environ[DATA_ROOT_ENV] = str(data_root(args.data_root))
+    if args.resume and not args.out and not args.preset:
+        raise CommandError("--resume needs --out (the run folder to continue)")
     main = rank == 0
     ctx = None
     if world > 1:
-        from core.training.distributed import init_distributed
-
-        # Joined here (not only inside train) so the ranks can wait for rank 0's demo cohort.
-        ctx, _ = init_distributed(config.device)
+        # Joined here (not only inside train) so the ranks can share the resume state and wait
+        # for rank 0's demo cohort. The device is the one asked for (else the default's).
+        ctx, _ = init_distributed(args.device or "auto")
     try:
+        state = fetch_state(ctx or DistContext(), Path(args.out or "runs/demo")) if args.resume else None
+        config = _build_config(args, world, state)
         if args.preset == "demo" and main:
             _ensure_demo_cohort(Path(config.cohort))
         if ctx is not None:
             ctx.barrier()
-        return _train_and_report(args, config, main, world, started)
+        return _train_and_report(args, config, main, world, started, state)
     finally:
         if ctx is not None:
             ctx.shutdown()
 
 
-def _train_and_report(args: argparse.Namespace, config, main: bool, world: int, started: float) -> int:
+def _train_and_report(args: argparse.Namespace, config, main: bool, world: int, started: float, state: dict | None = None) -> int:
     """Run the training loop with a progress bar and one line per epoch; print the result (rank 0)."""
     import time
 
@@ -189,7 +208,7 @@ def _train_and_report(args: argparse.Namespace, config, main: bool, world: int, 
         )
 
     try:
-        result = train(config, resume=args.resume, progress=update, on_epoch=on_epoch)
+        result = train(config, resume=args.resume, progress=update, on_epoch=on_epoch, state=state)
     finally:
         if bar is not None:
             bar.close()

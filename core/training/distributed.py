@@ -4,6 +4,11 @@
 LOCAL_RANK in their environment; each joins one process group (NCCL on GPUs, gloo on CPU),
 trains a DistributedDataParallel replica on its own share of the three-step samples, and only
 rank 0 writes logs and checkpoints. Without torchrun everything here is a no-op (world size 1).
+
+Several machines (``torchrun --nnodes M --rdzv-backend c10d ...``) need no shared folder: the
+global rank, not the machine, decides the samples; only global rank 0 writes the run folder
+(on its own machine), and a resumed run's state travels from the machine that holds it to every
+rank over the process group (:func:`all_gather_objects`, :func:`broadcast_object`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,16 @@ import torch
 
 from core.device import resolve_device
 
-__all__ = ["DistContext", "init_distributed", "rank_device", "all_mean", "all_gather_arrays", "broadcast_flag"]
+__all__ = [
+    "DistContext",
+    "all_gather_arrays",
+    "all_gather_objects",
+    "all_mean",
+    "broadcast_flag",
+    "broadcast_object",
+    "init_distributed",
+    "rank_device",
+]
 
 
 @dataclass(frozen=True)
@@ -103,3 +117,21 @@ def broadcast_flag(ctx: DistContext, device: torch.device, flag: bool) -> bool:
     t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=_collective_device(ctx, device))
     torch.distributed.broadcast(t, src=0)
     return bool(t.item())
+
+
+def all_gather_objects(ctx: DistContext, value: object) -> list:
+    """Return every rank's ``value`` (picklable), in rank order; ``[value]`` without torchrun."""
+    if not ctx.distributed:
+        return [value]
+    gathered: list = [None] * ctx.world
+    torch.distributed.all_gather_object(gathered, value)
+    return gathered
+
+
+def broadcast_object(ctx: DistContext, value: object, src: int = 0) -> object:
+    """Return rank ``src``'s ``value`` (picklable; pass plain data, e.g. bytes) on every rank."""
+    if not ctx.distributed:
+        return value
+    box = [value if ctx.rank == src else None]
+    torch.distributed.broadcast_object_list(box, src=src)
+    return box[0]

@@ -41,13 +41,32 @@ from core.model import atomic_torch_save, build_model, load_checkpoint, save_che
 from core.tiling import TilingParams
 from core.training.augment import ColorJitterRanges, augment_batch
 from core.training.config import IDENTITY_FIELDS, TrainConfig, TrainingError
-from core.training.data import index_slides, prefetch, read_cohort_table, read_samples, read_slide_patches
-from core.training.distributed import all_gather_arrays, all_mean, init_distributed
-from core.training.evaluate import bce_from_logits, binary_auc, slide_auc, slide_max_scores
+from core.training.data import (
+    index_slides,
+    prefetch,
+    read_cohort_table,
+    read_samples,
+    read_slide_patches,
+)
+from core.training.distributed import (
+    DistContext,
+    all_gather_arrays,
+    all_gather_objects,
+    all_mean,
+    broadcast_flag,
+    broadcast_object,
+    init_distributed,
+)
+from core.training.evaluate import (
+    bce_from_logits,
+    binary_auc,
+    slide_auc,
+    slide_max_scores,
+)
 from core.training.sampler import ThreeStepSampler
 from core.training.schedule import RecipeSchedule
 
-__all__ = ["EpochMetrics", "TrainResult", "train", "train_precision", "METRICS_COLUMNS", "STATE_FORMAT"]
+__all__ = ["METRICS_COLUMNS", "STATE_FORMAT", "EpochMetrics", "TrainResult", "fetch_state", "load_state", "train", "train_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +160,65 @@ def load_state(out: Path) -> dict:
     path = out / "last-state.pt"
     if not path.is_file():
         raise TrainingError(f"nothing to resume in {out}: {path.name} not found")
+    return _parse_state(path.read_bytes(), path)
+
+
+def _parse_state(data: bytes, path: Path) -> dict:
+    """Return the training state in ``data`` (the bytes of ``path``), loaded with ``weights_only=True``."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated / foreign file: one clear line
         raise TrainingError(f"{path} cannot be read as a training state ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
         raise TrainingError(f"{path} is not a training state of this program (format {STATE_FORMAT} v{STATE_VERSION})")
+    return state
+
+
+#: The files of a run folder that a resumed run continues from (copied to rank 0's machine when
+#: another machine holds the newest state).
+RUN_FILES = ("last-state.pt", "best.pt", "last.pt", "metrics.csv", "summary.json")
+
+
+def fetch_state(ctx: DistContext, out: Path) -> dict:
+    """Return the resume state of the run folder ``out`` on every rank, read from one machine's disk.
+
+    Without torchrun: :func:`load_state`. Under torchrun each rank looks for ``out/last-state.pt``
+    on its own machine; the rank holding the newest epoch (the lowest such rank) reads it and
+    broadcasts its bytes over the process group, so the other machines need no copy (and the
+    number of machines may differ from the run that wrote it). When that rank is not rank 0,
+    its run folder's files are also copied to rank 0's ``out``, where the run continues.
+
+    Raises:
+        TrainingError: on every rank: no rank has a state, or the newest one cannot be read.
+    """
+    out = Path(out)
+    if not ctx.distributed:
+        return load_state(out)
+    path = out / "last-state.pt"
+    epoch, problem = -1, None
+    if path.is_file():
+        try:
+            epoch = int(load_state(out)["epoch"])
+        except TrainingError as exc:
+            problem = str(exc)
+    views = all_gather_objects(ctx, (epoch, problem))
+    newest = max(e for e, _ in views)
+    if newest < 0:
+        problems = [p for _, p in views if p]
+        raise TrainingError(problems[0] if problems else f"nothing to resume in {out} on any machine: {path.name} not found")
+    holder = next(r for r, (e, _) in enumerate(views) if e == newest)
+    data = broadcast_object(ctx, path.read_bytes() if ctx.rank == holder else None, src=holder)
+    state = _parse_state(data, path)
+    if holder != 0:
+        files = broadcast_object(
+            ctx, {n: (out / n).read_bytes() for n in RUN_FILES if (out / n).is_file()} if ctx.rank == holder else None, src=holder
+        )
+        if ctx.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            for name, content in files.items():
+                with atomic_write(out / name, "wb") as handle:
+                    handle.write(content)
+            log.info("resuming from rank %d's copy of %s (epoch %d), copied here", holder, out, newest)
     return state
 
 
@@ -166,7 +238,7 @@ def _check_resumable(config: TrainConfig, stored: TrainConfig) -> None:
 class _Trainer:
     """One run: holds the data index, model, optimizer and schedule; ``run`` does the epochs."""
 
-    def __init__(self, config: TrainConfig, resume: bool, progress: Progress | None, on_epoch) -> None:
+    def __init__(self, config: TrainConfig, resume: bool, progress: Progress | None, on_epoch, state: dict | None = None) -> None:
         self.started = time.perf_counter()
         self.config = config
         self.progress = progress
@@ -178,15 +250,18 @@ class _Trainer:
         self.tiling = TilingParams(
             level=config.level, patch_size=config.patch_size, tissue_threshold=config.tissue_threshold, mpp=config.mpp
         )
-        self.state = self._initial_state(resume)
+        self.state = self._initial_state(resume, state)
 
     # -- set-up ------------------------------------------------------------------------------
-    def _initial_state(self, resume: bool) -> dict | None:
+    def _initial_state(self, resume: bool, state: dict | None) -> dict | None:
         if resume:
-            state = load_state(self.out)
+            if state is None:
+                state = fetch_state(self.ctx, self.out)
             _check_resumable(self.config, TrainConfig.from_dict(state["config"]))
             return state
-        if (self.out / "last-state.pt").exists() or (self.out / "last.pt").exists():
+        # Rank 0's folder decides (only it writes): every rank raises, or none does.
+        taken = (self.out / "last-state.pt").exists() or (self.out / "last.pt").exists()
+        if broadcast_flag(self.ctx, self.device, taken):
             raise TrainingError(
                 f"{self.out} already holds a training run; pass --resume to continue it or choose another --out"
             )
@@ -521,6 +596,7 @@ def train(
     resume: bool = False,
     progress: Progress | None = None,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
+    state: dict | None = None,
 ) -> TrainResult:
     """Train a patch classifier by the recipe and return the outcome (files in ``config.out``).
 
@@ -531,16 +607,19 @@ def train(
         progress: ``progress(done, total)`` after each optimizer step of this session
             (total = the steps of the epochs still allowed; early stopping may end sooner).
         on_epoch: called with each epoch's metrics.
+        state: with ``resume``, the state already fetched (:func:`fetch_state`); None: fetch it.
 
     Under torchrun the call joins the process group (and leaves it at the end if it started
     it); every rank must call it; only rank 0 writes files and gets ``model_id`` filled in.
+    On one machine or several: a resumed run's state is read on one machine and broadcast
+    (:func:`fetch_state`), so only rank 0's machine needs the run folder.
 
     Raises:
         TrainingError: bad cohort or splits, a run already in ``out`` without ``resume``,
             inconsistent resume settings, a loss that is no longer finite.
         CheckpointError: ImageNet weights unreachable (pass ``weights`` or ``pretrained="none"``).
     """
-    trainer = _Trainer(config, resume, progress, on_epoch)
+    trainer = _Trainer(config, resume, progress, on_epoch, state)
     try:
         return trainer.run()
     finally:
