@@ -174,6 +174,11 @@ class ModelOutput(nn.Module):
 
     def logits(self, x: Tensor) -> Tensor:
         """Return the model's logits as a float32 tensor of shape (N,)."""
+        if x.ndim == 4:
+            # Captum and LIME build their perturbed batches in the default (NCHW) layout; oneDNN
+            # runs VGG in bf16 about twice as fast on channels_last input (and its max-pools
+            # far faster). A layout copy changes no value and costs < 1 % of a forward.
+            x = x.contiguous(memory_format=torch.channels_last)
         out = self.__dict__["shared_model"](x)
         if not isinstance(out, Tensor):
             raise ExplainError(f"the model returned a {type(out).__name__}, expected a tensor of logits")
