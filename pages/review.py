@@ -12,9 +12,9 @@ from app import context, navigation, state, tile_server, widgets
 from app.figures import colorbar_html, slide_overview_figure
 from app.viewer import patches_at, slide_viewer, viewer_data
 from core.cohort import SLIDE_SUFFIXES
+from core.deepzoom import max_zoom
 from core.errors import PathologyError
 from core.export import build_asap_xml, build_camelyon_csv, qupath_geojson_bytes, render_overview_png
-from core.deepzoom import max_zoom
 from core.heatmap import COLORMAPS, heatmap_over_thumbnail, probability_grid
 from core.slide_io import SUPPORTED_HINT
 from core.tiling import label_patches, slide_resolution

@@ -55,7 +55,7 @@ def test_pages_render_and_viewer_zooms(server):
         run.wait_for(timeout=60_000)
         run.click()
         wait_for_run(page, 180)
-        canvas = page.locator(".maplibregl-canvas")
+        canvas = page.locator('[data-testid="pathexViewer"]')
         canvas.wait_for(timeout=60_000)
         canvas.scroll_into_view_if_needed()
         page.wait_for_timeout(2500)

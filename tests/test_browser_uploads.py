@@ -82,7 +82,7 @@ def run_model(page, name: str) -> float:
     started = time.perf_counter()
     page.get_by_role("button", name=re.compile(f"^(Run|Retry) the model on {re.escape(name)}$")).click()
     wait_for_run(page, 240)
-    page.locator(".maplibregl-canvas").wait_for(timeout=120_000)
+    page.locator('[data-testid="pathexViewer"]').wait_for(timeout=120_000)
     return time.perf_counter() - started
 
 
@@ -124,7 +124,7 @@ def test_own_slides_and_uploads_end_to_end(server, own_folder, shared_slides, ih
             started = time.perf_counter()
             timings[name] = run_model(page, name)
             assert_no_exception(page, f"the viewer of {path.name}")
-            page.locator(".maplibregl-canvas").scroll_into_view_if_needed()
+            page.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()
             page.wait_for_timeout(1500)
             page.screenshot(path=str(ARTIFACTS / f"upload-{path.name}.png"))
             # A patch can be selected: the most suspicious one, shown with its probability.
