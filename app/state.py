@@ -33,6 +33,7 @@ EXPLAIN_LAYER, EXPLAIN_SG_SAMPLES, EXPLAIN_SG_NOISE = "explain_gradcam_layer", "
 EXPLAIN_OCC_WINDOW, EXPLAIN_OCC_STRIDE = "explain_occlusion_window", "explain_occlusion_stride"
 EXPLAIN_LIME_SEGMENTS, EXPLAIN_LIME_SAMPLES, EXPLAIN_LIME_COMPACTNESS = "explain_lime_segments", "explain_lime_samples", "explain_lime_compactness"
 EXPLAIN_IG_BASELINE, EXPLAIN_IG_STEPS = "explain_ig_baseline", "explain_ig_steps"
+ASCENT_RESULT, ASCENT_RUNS = "ascent", "ascent_runs"  # Network: the activation maximization shown; this session's runs by settings
 EXPLAIN_SETTINGS = (
     EXPLAIN_TARGET, EXPLAIN_METHODS, EXPLAIN_LAYER, EXPLAIN_SG_SAMPLES, EXPLAIN_SG_NOISE, EXPLAIN_OCC_WINDOW, EXPLAIN_OCC_STRIDE,
     EXPLAIN_LIME_SEGMENTS, EXPLAIN_LIME_SAMPLES, EXPLAIN_LIME_COMPACTNESS, EXPLAIN_IG_BASELINE, EXPLAIN_IG_STEPS,
