@@ -102,10 +102,13 @@ def current_patch(loaded: context.LoadedModel) -> tuple[np.ndarray, str, dict] |
         if not done:
             st.info("No slide has predictions with this model yet: run the model on the Review page.")
             return None
-        name = st.selectbox("Slide", done, key="patch_slide")
+        table = context.cohort().set_index("slide")
+        # Default: a tumour slide, whose most suspicious patch is tissue worth looking at.
+        tumour = [n for n in done if n in table.index and table.loc[n, "label"] == "tumor"]
+        name = st.selectbox("Slide", done, key="patch_slide", index=done.index(tumour[0]) if tumour else 0)
         predictions = require_store().read_predictions(summaries[name]["run_id"])
         best = int(np.argmax(predictions.prob))
-        path = context.cohort().set_index("slide").loc[name, "path"]
+        path = table.loc[name, "path"]
         info = {
             "slide": name, "path": path, "x": int(predictions.x[best]), "y": int(predictions.y[best]),
             "size0": int(predictions.width[best]), "slide_mpp": context.given_mpp(name), "prob": float(predictions.prob[best]),
