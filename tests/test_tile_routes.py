@@ -120,3 +120,15 @@ def test_tile_caches_are_bounded_in_bytes():
     assert cache.nbytes <= 1000 and len(cache) == 10 and cache.get(49) is not None and cache.get(0) is None
     cache.put("big", bytes(5000))  # larger than the whole cache: not kept
     assert cache.get("big") is None and cache.nbytes <= 1000
+
+
+def test_viewer_static_route_serves_only_the_vendored_files(served):
+    from app.viewer import STATIC
+
+    base = served[0]
+    status, kind, body = get(f"{base}/viewer/static/openseadragon.min.js")
+    assert status == 200 and kind.startswith("text/javascript") and body == (STATIC / "openseadragon.min.js").read_bytes()
+    for name in ("viewer.js", "..%2F__init__.py", "%2Fetc%2Fpasswd", "nothing.js"):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            get(f"{base}/viewer/static/{name}")
+        assert info.value.code == 404, name
