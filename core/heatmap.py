@@ -20,7 +20,7 @@ from PIL import Image
 COLORMAPS = ("viridis", "inferno", "magma", "plasma", "turbo", "RdYlBu_r", "jet")
 DEFAULT_COLORMAP = COLORMAPS[0]
 #: "Transparent low F(I)": alpha 0 up to FADE_FROM, full from FADE_FULL (linear in between).
-FADE_FROM, FADE_FULL = 0.1, 0.6
+FADE_FROM, FADE_FULL = 0.2, 0.7
 #: Outline of the regions with F(I) >= t: cyan (no H&E stain and no colour map's top end is cyan)
 #: over a dark halo, OUTLINE_WIDTH picture pixels wide at every zoom.
 OUTLINE_RGB = (0, 255, 255)

@@ -15,7 +15,7 @@ from core.cohort import SLIDE_SUFFIXES
 from core.deepzoom import max_zoom
 from core.errors import PathologyError
 from core.export import build_asap_xml, build_camelyon_csv, qupath_geojson_bytes, render_overview_png
-from core.heatmap import COLORMAPS, heatmap_over_thumbnail, probability_grid
+from core.heatmap import COLORMAPS, FADE_FROM, FADE_FULL, heatmap_over_thumbnail, probability_grid
 from core.slide_io import SUPPORTED_HINT
 from core.tiling import label_patches, slide_resolution
 
@@ -169,7 +169,7 @@ show_annotations = controls[2].toggle("Annotation outlines", key=state.SHOW_ANNO
 cut = controls[3].toggle("Hide patches below t", key=state.CUT_BELOW_T)
 fade = controls[4].toggle(
     "Transparent low F(I)", key=state.FADE_LOW,
-    help="Patches with F(I) ≤ 0.1 are not coloured at all and the colour grows to full opacity at 0.6, so tissue the model finds normal stays as it is.",
+    help=f"Patches with F(I) ≤ {FADE_FROM:g} are not coloured at all and the colour grows to full opacity at {FADE_FULL:g}, so tissue the model finds normal stays as it is.",
 )
 
 try:

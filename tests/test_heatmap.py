@@ -87,7 +87,7 @@ def test_default_colours_stand_apart_from_h_and_e():
     of hue away from H&E's stains: haematoxylin's blue-purple and eosin's pink span 250-360 and 0-15."""
     lut = (colormaps[DEFAULT_COLORMAP](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
     visible = np.linspace(0, 1, 256)[fade_weight(np.linspace(0, 1, 256)) >= 0.5]
-    assert visible.min() < 0.4
+    assert visible.min() < 0.5  # the check covers colours below the default t too
 
     def distance_to_stains(hue: float) -> float:
         return 0.0 if hue >= 250 or hue <= 15 else min(hue - 15, 250 - hue)
