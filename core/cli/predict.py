@@ -12,8 +12,8 @@ rank checks that all ranks see the same list. No two processes write one file: e
 writes its own store on its own machine, ``<db>.shards/local-<L>.sqlite`` (L = its local rank,
 which stays with the machine when torchrun hands out global ranks in another order), and
 resumes from it on the next run. When every rank has finished, the ranks send their stores
-over torch.distributed to rank 0, which merges them into ``--db`` (idempotent: see
-``python -m core store merge``) and writes ``--csv`` from the merged store. A slide that fails
+over torch.distributed to rank 0, one at a time, which merges them into ``--db`` (idempotent:
+see ``python -m core store merge``) and writes ``--csv`` from the merged store. A slide that fails
 is reported and skipped; the exit status is then 2.
 """
 
@@ -200,7 +200,9 @@ def _predict_share(runner, tiling, slides: list[_Slide], rank: int, world: int, 
 def _gather_into_db(dist, group, args, rank: int, world: int, local_rank: int, own: Path, failures: int, done: dict[int, str]) -> int:
     """Send this rank's store (and any strays of its machine) to rank 0, which merges them into ``--db``; return all failures.
 
-    ``done`` is updated in place with every rank's {slide index: fingerprint}.
+    One rank at a time (point to point over gloo), each store merged as it arrives: rank 0
+    holds one rank's stores in memory at once, not the whole cohort's. ``done`` is updated
+    in place with every rank's {slide index: fingerprint}.
     """
     from core.store import ResultStore
 
@@ -213,29 +215,48 @@ def _gather_into_db(dist, group, args, rank: int, world: int, local_rank: int, o
             index = stray.stem.partition("-")[2]
             if index.isdigit() and int(index) >= local_world:
                 files.append(stray)
-    payload = {"failures": failures, "done": done, "stores": [(str(f), f.read_bytes()) for f in files if f.is_file()]}
-    gathered: list | None = [None] * world if rank == 0 else None
-    dist.gather_object(payload, gathered, dst=0, group=group)
+
+    def payload() -> dict:
+        return {"failures": failures, "done": done, "stores": [(str(f), f.read_bytes()) for f in files if f.is_file()]}
+
     if rank != 0:
+        dist.send_object_list([payload()], dst=0, group=group)
         dist.barrier(group=group)
         return failures
     total = 0
-    try:
-        with ResultStore(args.db) as store, tempfile.TemporaryDirectory(prefix="shards-", dir=Path(args.db).absolute().parent) as tmp:
-            for source_rank, part in enumerate(gathered or []):
-                total += part["failures"]
-                done.update(part["done"])
-                for k, (name, data) in enumerate(part["stores"]):
-                    copy = Path(tmp) / f"rank-{source_rank}-{k}.sqlite"
-                    copy.write_bytes(data)
+    error: PathologyError | None = None
+    with ResultStore(args.db) as store, tempfile.TemporaryDirectory(prefix="shards-", dir=Path(args.db).absolute().parent) as tmp:
+        for source_rank in range(world):
+            if source_rank == 0:
+                part = payload()
+            else:
+                # Every rank's store is received even after a failed merge: a rank left
+                # waiting in send would hang the job.
+                box: list = [None]
+                dist.recv_object_list(box, src=source_rank, group=group)
+                part = box[0]
+            total += part["failures"]
+            done.update(part["done"])
+            for k, (name, data) in enumerate(part["stores"]):
+                if error is not None:
+                    break
+                copy = Path(tmp) / f"rank-{source_rank}-{k}.sqlite"
+                copy.write_bytes(data)
+                try:
                     report = store.merge(copy)
-                    print(
-                        f"merged rank {source_rank}'s {Path(name).name}: {report.runs_added} runs added, {report.runs_completed} completed, "
-                        f"{report.rows_added} patch predictions ({report.seconds:.2f} s)",
-                        file=sys.stderr,
-                    )
-    finally:
-        dist.barrier(group=group)
+                except PathologyError as exc:
+                    error = exc
+                    break
+                finally:
+                    copy.unlink()
+                print(
+                    f"merged rank {source_rank}'s {Path(name).name}: {report.runs_added} runs added, {report.runs_completed} completed, "
+                    f"{report.rows_added} patch predictions ({report.seconds:.2f} s)",
+                    file=sys.stderr,
+                )
+    dist.barrier(group=group)
+    if error is not None:
+        raise error
     return total
 
 
