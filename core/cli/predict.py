@@ -24,10 +24,14 @@ import os
 import sys
 import tempfile
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from core.cli import common
 from core.errors import CommandError, PathologyError
+
+#: How long a finished rank waits for the others (its store is sent when they are done).
+GATHER_TIMEOUT = timedelta(days=2)
 
 HELP = "run a model over slides into the SQLite store (and a CSV); torchrun for several GPUs or machines"
 
@@ -51,8 +55,10 @@ def _init_process_group(world: int, device_name: str):
     backend = "nccl" if device_name != "cpu" and torch.cuda.is_available() else "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
-    # Python objects (names, whole stores) travel over gloo, whatever moves the tensors.
-    objects = dist.new_group(backend="gloo") if backend != "gloo" else dist.group.WORLD
+    # Python objects (names, whole stores) travel over gloo, whatever moves the tensors. Its
+    # timeout is long: rank 0 waits there for the slowest rank's whole share of slides
+    # (hours on a large cohort), past the default 30 minutes.
+    objects = dist.new_group(backend="gloo", timeout=GATHER_TIMEOUT)
     return dist, objects
 
 
