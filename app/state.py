@@ -42,6 +42,7 @@ EXPLAIN_SETTINGS = (
 PENDING_MODEL_CHOICE = "pending_model_choice"
 #: How many patches the last click or box selected (its caption survives the rerun that follows).
 SELECTION_COUNT = "selection_count"
+DEMO_SLIDES_SEEN = "demo_slides_seen"  # slides of the first-start demo cohort this session's page was drawn with
 
 #: Widget keys the frame keeps across page switches (Streamlit drops a widget's value when a
 #: run does not draw it): the sidebar's, the chosen slide, the viewer settings, the FROC mode.
