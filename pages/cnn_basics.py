@@ -7,7 +7,10 @@ import streamlit as st
 
 from app import widgets
 from core.explain import KERNELS, convolve, filter_kernel, pool
-from core.explain.overlay import rescale_uint8
+from core.explain.overlay import rescale_uint8, upscale_nearest
+
+# Pooled maps are drawn at least this many px wide, each pooling window as one block of equal pixels.
+POOLED_PX = 512
 
 st.title("CNN basics")
 loaded = widgets.require_model()
@@ -53,5 +56,7 @@ cols[2].latex(r"L_2\text{: } y_j = \sqrt{\sum_{i \in j_{\leftarrow}} y_i^2}")
 window = st.slider("Window (and stride)", 2, 16, 4)
 for col, kind in zip(st.columns(3), ("max", "avg", "l2")):
     pooled = pool(relu, kind, window)
-    col.image(rescale_uint8(pooled), width="stretch")
-    col.caption(f"{kind} pooling {window} × {window}: {pooled.shape[1]} × {pooled.shape[0]}")
+    # Nearest-neighbour enlargement: one flat block per pooling window (a smooth scaling would blur them).
+    factor = max(1, -(-POOLED_PX // max(pooled.shape[:2])))
+    col.image(upscale_nearest(rescale_uint8(pooled), factor), width="stretch")
+    col.caption(f"{kind} pooling {window} × {window}: {pooled.shape[1]} × {pooled.shape[0]}, each value one block")

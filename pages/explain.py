@@ -10,7 +10,14 @@ import streamlit as st
 
 from app import state, widgets
 from core.errors import PathologyError
-from core.explain import METHODS, explain_patch, explanation_key, method_defaults
+from core.explain import (
+    METHODS,
+    explain_patch,
+    explanation_key,
+    method_defaults,
+    patch_probability,
+)
+from core.explain.overlay import colour_scale_bar, explanation_scale, label_superpixels
 from core.export import render_explanations_png
 
 TITLES = {
@@ -42,6 +49,16 @@ image, patch_key, info = picked
 def explain(key: str, _model, image: np.ndarray, method: str, params_json: str):
     """Return an explanation; cached per (model, patch, method, parameters) through ``key``."""
     return explain_patch(_model, image, method, **json.loads(params_json))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def probability(model_id: str, patch_key: str, _model, image: np.ndarray) -> float:
+    """Return F(I) of a patch that has no stored prediction (an uploaded image); cached per model and patch."""
+    return patch_probability(_model, image)
+
+
+# Explain's pictures are drawn at least this many px wide, so LIME's numbers stay legible.
+PICTURE_PX = 384
 
 
 # -- parameters ---------------------------------------------------------------------------------
@@ -93,7 +110,13 @@ with st.expander("Method parameters"):
 left, right = st.columns([1, 3])
 left.image(widgets.patch_with_inner_square(image), caption=f"{info.get('slide')} ({image.shape[1]} px at the model's input)")
 if info.get("prob") is not None:
-    left.metric("F(I)", f"{info['prob']:.3f}")
+    left.metric("F(I)", f"{info['prob']:.3f}", help="the stored prediction of this model for this patch")
+else:  # an uploaded image: no stored prediction, one forward pass of the model
+    try:
+        left.metric("F(I)", f"{probability(loaded.model_id, patch_key, loaded.model, image):.3f}",
+                    help="the model's probability of cancer for this image, computed now")
+    except PathologyError as exc:
+        left.error(f"F(I) cannot be computed for this image: {exc}")
 
 # -- the explanations, side by side ----------------------------------------------------------------
 results = {}
@@ -112,20 +135,28 @@ with right:
         cells = st.columns(3)
         for cell, (method, result) in zip(cells, list(results.items())[row : row + 3]):
             cell.markdown(f"**{TITLES[method]}** · {result.seconds:.2f} s")
-            cell.image(result.overlay(image), width="stretch")
+            picture = result.overlay(image)
+            if method == "lime":  # the superpixels the caption lists, numbered on the picture
+                extras = result.extras
+                listed = extras["top_positive"] + extras["top_negative"]
+                picture, _ = label_superpixels(picture, extras["segments"], listed, scale=max(1, -(-PICTURE_PX // side)))
+            cell.image(picture, width="stretch")
+            cmap, low, high = explanation_scale(result)
+            cell.image(colour_scale_bar(cmap, low, high, width=PICTURE_PX), width="stretch")
             shown = {k: v for k, v in result.params.items() if k not in ("target", "precision", "batch_size", "seed")}
             cell.caption(", ".join(f"{k}={v}" for k, v in shown.items() if v is not None))
             if method == "lime":
-                extras = result.extras
                 cell.caption(
                     f"{extras['n_superpixels']} superpixels; surrogate R² = {extras['r2']:.2f}; "
-                    f"supporting: {extras['top_positive']}; against: {extras['top_negative']}"
+                    f"supporting: {extras['top_positive']}; against: {extras['top_negative']} (numbered on the picture)"
                 )
             if method == "gradcam":
                 cell.caption(f"layer {result.extras['layer']} ({result.extras['layer_map_size'][0]} px map, upsampled)")
 st.caption(
     "Warm colours: the pixels or regions that raise the explained output; for occlusion, LIME and integrated gradients "
-    "blue marks what lowers it. Pixel-gradient methods always run in float32."
+    "blue marks what lowers it. Under each picture its colour scale, in the map's own units (occlusion: the drop of "
+    "the explained output when a window is hidden; LIME: the surrogate's weight of a superpixel; gradients: ∂output/∂pixel); "
+    "weaker values are blended more lightly over the tissue. Pixel-gradient methods always run in float32."
 )
 
 if results:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import widgets
+from app import state, widgets
 from app.figures import objective_figure
 from core.errors import PathologyError
 from core.explain import conv_filters, feature_maps, maximize_activation
@@ -31,13 +33,41 @@ def maps(model_id: str, patch_key: str, image: np.ndarray, layer: str):
     return feature_maps(model, image, "features." + layer)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+ASCENT, ASCENT_RUNS = state.ASCENT_RESULT, state.ASCENT_RUNS  # the result shown; this session's results by settings
+
+
 def ascent(model_id: str, settings: tuple):
+    """Return activation maximization for ``settings``, drawing its steps and objective while it runs.
+
+    Not st.cache_data: the run draws its progress, and a cached function may not draw; the
+    results are kept per session and settings instead, so a rerun with the same ones is instant.
+    """
+    runs = st.session_state.setdefault(ASCENT_RUNS, {})
+    if (model_id, settings) in runs:
+        return runs[(model_id, settings)]
     target, layer, channel, steps, lr, lam, jitter, blur_every, size = settings
-    return maximize_activation(
+    bar = st.progress(0.0, text=f"Gradient ascent: step 0 / {steps}")
+    chart = st.empty()
+    seen: list[float] = []
+    drawn = [0.0]
+
+    def show(step: int, total: int, objective: float, activation: float) -> None:
+        seen.append(objective)
+        now = time.perf_counter()
+        if step < total and now - drawn[0] < 0.25:  # a few redraws per second are enough
+            return
+        drawn[0] = now
+        bar.progress(step / total, text=f"Gradient ascent: step {step} / {total} · objective {objective:.4g} · y_i(x) {activation:.4g}")
+        chart.line_chart(pd.DataFrame({"objective": seen}), height=160, x_label="step", y_label="objective")
+
+    result = maximize_activation(
         model, target=target, layer=layer, channel=channel, steps=steps, lr=lr, lam=lam, jitter=jitter,
-        blur_every=blur_every, size=size,
+        blur_every=blur_every, size=size, progress=show,
     )
+    bar.empty()
+    chart.empty()
+    runs[(model_id, settings)] = result
+    return result
 
 
 tab_filters, tab_maps, tab_ascent = st.tabs(["Filters", "Feature maps", "Activation maximization"])
@@ -86,12 +116,11 @@ with tab_ascent:
     jitter = int(cols[2].number_input("Jitter (px)", 0, 16, 2))
     blur_every = int(cols[3].number_input("Blur every n steps (0 = off)", 0, 50, 4))
     if st.button("Run gradient ascent", type="primary"):
-        with st.spinner("Gradient ascent..."):
-            try:
-                st.session_state["ascent"] = ascent(loaded.model_id, (target, layer, channel, steps, lr, lam, jitter, blur_every, loaded.tiling.patch_size))
-            except PathologyError as exc:
-                st.error(str(exc))
-    result = st.session_state.get("ascent")
+        try:
+            st.session_state[ASCENT] = ascent(loaded.model_id, (target, layer, channel, steps, lr, lam, jitter, blur_every, loaded.tiling.patch_size))
+        except PathologyError as exc:
+            st.error(str(exc))
+    result = st.session_state.get(ASCENT)
     if result is not None:
         left, right = st.columns([1, 2])
         left.image(result.image, caption=f"{result.unit} · {result.seconds:.1f} s")

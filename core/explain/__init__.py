@@ -14,7 +14,7 @@ are thread-bound and always removed (``hooks``).
 """
 
 from core.explain.activation_max import ActivationMaximization, maximize_activation
-from core.explain.api import METHODS, explain_patch, explanation_key, method_defaults
+from core.explain.api import METHODS, explain_patch, explanation_key, method_defaults, patch_probability
 from core.explain.base import TARGETS, ExplainError, Explanation
 from core.explain.basics import KERNELS, convolve, pool
 from core.explain.feature_maps import FeatureMaps, feature_maps
@@ -31,6 +31,7 @@ __all__ = [
     "explain_patch",
     "explanation_key",
     "method_defaults",
+    "patch_probability",
     "overlay",
     "montage",
     "conv_filters",

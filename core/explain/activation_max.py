@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,6 +80,7 @@ def maximize_activation(
     blur_sigma: float = 0.5,
     seed: int = 0,
     precision: str = "fp32",
+    progress: Callable[[int, int, float, float], None] | None = None,
 ) -> ActivationMaximization:
     """Return the image that maximises y_i(x) - lam * ||x||^2, found by gradient ascent from grey.
 
@@ -93,6 +95,8 @@ def maximize_activation(
         blur_every, blur_sigma: blur x every that many steps; 0 = off.
         seed: seeds the jitter (the run is deterministic).
         precision: ``"fp32"`` (default) or ``"bf16"``/``"auto"`` for speed.
+        progress: called after each step with (steps done, steps, objective, activation) of
+            that step, e.g. to draw a progress bar; it must not touch the model.
 
     Raises:
         ExplainError: bad parameters or layer/channel.
@@ -161,6 +165,8 @@ def maximize_activation(
                     x.clamp_(0.0, 1.0)
                 objective.append(float(total.detach()))
                 activation.append(float(y.detach()))
+                if progress is not None:
+                    progress(step + 1, p["steps"], objective[-1], activation[-1])
     image = (x.detach()[0].permute(1, 2, 0).float().cpu().numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
     p["precision"] = effective
     return ActivationMaximization(

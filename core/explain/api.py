@@ -7,9 +7,18 @@ import json
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
-from core.explain.base import ExplainError, Explainer, Explanation
+from core.explain.base import (
+    Explainer,
+    ExplainError,
+    Explanation,
+    ModelOutput,
+    check_image,
+    image_to_tensor,
+    model_device,
+)
 from core.explain.grad_cam import GradCamExplainer
 from core.explain.integrated_gradients import IntegratedGradientsExplainer
 from core.explain.lime_slic import LimeExplainer
@@ -17,7 +26,7 @@ from core.explain.occlusion import OcclusionExplainer
 from core.explain.saliency import SaliencyExplainer
 from core.explain.smoothgrad import SmoothGradExplainer
 
-__all__ = ["METHODS", "explain_patch", "explanation_key", "method_defaults"]
+__all__ = ["METHODS", "explain_patch", "explanation_key", "method_defaults", "patch_probability"]
 
 # name -> the method; order = the order the app lists them in.
 METHODS: dict[str, Explainer] = {
@@ -86,3 +95,15 @@ def explanation_key(model_id: str, patch_key: str, method: str, params: dict | N
         default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v),
     )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def patch_probability(model: nn.Module, image: np.ndarray) -> float:
+    """Return F(I), the model's probability of cancer in [0, 1], for one H x W x 3 uint8 RGB patch (one fp32 forward).
+
+    Raises:
+        ExplainError: bad image, or the model does not return one logit.
+    """
+    image = check_image(image)
+    device = model_device(model)
+    with torch.inference_mode(), torch.autocast(device_type=device.type, enabled=False):
+        return float(ModelOutput(model, "cancer")(image_to_tensor(image, device))[0])

@@ -15,7 +15,19 @@ from scipy import ndimage
 
 from core.errors import ExplainError
 
-__all__ = ["normalize_map", "colorize", "overlay", "overlay_explanation", "montage", "rescale_uint8"]
+__all__ = [
+    "colorize",
+    "colour_scale_bar",
+    "explanation_scale",
+    "label_superpixels",
+    "map_scale",
+    "montage",
+    "normalize_map",
+    "overlay",
+    "overlay_explanation",
+    "rescale_uint8",
+    "upscale_nearest",
+]
 
 # The colormap each method is drawn with by default.
 DEFAULT_CMAPS = {"gradcam": "jet", "saliency": "inferno", "smoothgrad": "inferno"}
@@ -34,6 +46,16 @@ class Drawable(Protocol):
     extras: dict
 
 
+def map_scale(heatmap: np.ndarray, signed: bool = False, percentile: float = 100.0) -> float:
+    """Return the map value drawn at full colour: the ``percentile``-th percentile of |map| (signed) or of max(map, 0).
+
+    0 for an empty or all-zero map. :func:`normalize_map` and the colour scale use this value.
+    """
+    h = np.nan_to_num(np.asarray(heatmap, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    h = np.abs(h) if signed else np.clip(h, 0.0, None)
+    return float(np.percentile(h, percentile)) if h.size else 0.0
+
+
 def normalize_map(heatmap: np.ndarray, signed: bool = False, percentile: float = 100.0) -> np.ndarray:
     """Return the map rescaled to [0, 1] (float32).
 
@@ -42,16 +64,14 @@ def normalize_map(heatmap: np.ndarray, signed: bool = False, percentile: float =
     A constant-zero map gives all 0 (unsigned) or all 0.5 (signed).
     """
     h = np.nan_to_num(np.asarray(heatmap, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    scale = map_scale(h, signed, percentile)
     if signed:
-        scale = float(np.percentile(np.abs(h), percentile)) if h.size else 0.0
         if scale <= 0:
             return np.full(h.shape, 0.5, dtype=np.float32)
         return (0.5 + 0.5 * np.clip(h / scale, -1.0, 1.0)).astype(np.float32)
-    h = np.clip(h, 0.0, None)
-    scale = float(np.percentile(h, percentile)) if h.size else 0.0
     if scale <= 0:
         return np.zeros(h.shape, dtype=np.float32)
-    return np.clip(h / scale, 0.0, 1.0).astype(np.float32)
+    return np.clip(np.clip(h, 0.0, None) / scale, 0.0, 1.0).astype(np.float32)
 
 
 def colorize(values01: np.ndarray, cmap: str = "jet") -> np.ndarray:
@@ -111,20 +131,131 @@ def overlay(
     return out
 
 
+def _drawing(explanation: Drawable, image_shape: tuple[int, ...]) -> dict:
+    """Return how a method's map is drawn: colormap, smoothing and the percentile drawn at full colour."""
+    method = explanation.method
+    return {
+        "cmap": DEFAULT_CMAPS.get(method) or (SIGNED_CMAP if explanation.signed else "jet"),
+        # Grad-CAM per the source material: rescaled and smoothed; gradient maps clip outliers.
+        "smooth_sigma": max(1.0, min(image_shape[:2]) / 64.0) if method == "gradcam" else 0.0,
+        "percentile": 99.0 if method in ("saliency", "smoothgrad", "ig") else 100.0,
+    }
+
+
 def overlay_explanation(explanation: Drawable, image: np.ndarray, alpha: float = 0.5, cmap: str | None = None) -> np.ndarray:
     """Return the overlay of an Explanation with its method's colours (LIME: superpixel boundaries too)."""
-    method = explanation.method
+    how = _drawing(explanation, image.shape)
     return overlay(
         image,
         explanation.map,
         signed=explanation.signed,
         alpha=alpha,
-        cmap=cmap or DEFAULT_CMAPS.get(method),
-        # Grad-CAM per the source material: rescaled and smoothed; gradient maps clip outliers.
-        smooth_sigma=max(1.0, min(image.shape[:2]) / 64.0) if method == "gradcam" else 0.0,
-        percentile=99.0 if method in ("saliency", "smoothgrad", "ig") else 100.0,
-        segments=explanation.extras.get("segments") if method == "lime" else None,
+        cmap=cmap or how["cmap"],
+        smooth_sigma=how["smooth_sigma"],
+        percentile=how["percentile"],
+        segments=explanation.extras.get("segments") if explanation.method == "lime" else None,
     )
+
+
+def explanation_scale(explanation: Drawable) -> tuple[str, float, float]:
+    """Return (colormap, low, high): the map values drawn at the two ends of the overlay's colours.
+
+    Signed maps: (-s, +s), 0 in the middle; unsigned: (0, s), where s is the value
+    :func:`overlay_explanation` draws at full colour (after Grad-CAM's smoothing; the 99th
+    percentile for the pixel-gradient maps, whose outliers are clipped).
+    """
+    how = _drawing(explanation, explanation.map.shape)
+    h = np.asarray(explanation.map, dtype=np.float32)
+    if how["smooth_sigma"] > 0:
+        h = ndimage.gaussian_filter(h, sigma=how["smooth_sigma"], mode="nearest")
+    s = map_scale(h, explanation.signed, how["percentile"])
+    return how["cmap"], (-s if explanation.signed else 0.0), s
+
+
+def _font(size: int):
+    """Return a PIL font of about ``size`` px (DejaVu Sans when installed, else PIL's built-in font)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", size)
+    except OSError:
+        return ImageFont.load_default(size)
+
+
+def colour_scale_bar(cmap: str, low: float, high: float, width: int = 256, height: int = 14) -> np.ndarray:
+    """Return a horizontal colour scale, H x W x 3 uint8: the colormap from ``low`` (left) to ``high`` (right).
+
+    The bar is ``height`` px tall and ``width`` px wide (column c shows the value
+    low + (high - low) * c / (width - 1)); below it, the values at both ends (and 0 in the
+    middle of a scale that spans it), in black on white.
+    """
+    if width < 16 or height < 2:
+        raise ExplainError(f"a colour scale needs at least 16 x 2 px, got {width} x {height}")
+    from PIL import Image, ImageDraw
+
+    bar = colorize(np.tile(np.linspace(0.0, 1.0, width, dtype=np.float32), (height, 1)), cmap)
+    text_height = 16
+    canvas = Image.new("RGB", (width, height + text_height + 2), (255, 255, 255))
+    canvas.paste(Image.fromarray(bar), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    font = _font(11)
+    y = height + 2
+    left, right = f"{low:.3g}", f"{high:.3g}"
+    draw.text((0, y), left, fill=(0, 0, 0), font=font)
+    draw.text((width, y), right, fill=(0, 0, 0), font=font, anchor="ra")
+    if low < 0 < high:
+        draw.text((round((width - 1) * -low / (high - low)), y), "0", fill=(0, 0, 0), font=font, anchor="ma")
+    return np.asarray(canvas)
+
+
+def label_superpixels(picture: np.ndarray, segments: np.ndarray, numbers: list[int], scale: int = 1) -> tuple[np.ndarray, dict[int, tuple[int, int]]]:
+    """Return the picture (upscaled ``scale`` x, nearest neighbour) with each listed superpixel's number written inside it.
+
+    Each number sits at the superpixel's most interior pixel (the maximum of its distance to the
+    superpixel's border), in a white box with a black border, so it stays readable on any colour.
+
+    Args:
+        picture: H x W x 3 uint8 (e.g. LIME's overlay).
+        segments: H x W superpixel labels 0..l-1, aligned with the picture.
+        numbers: the labels to write (e.g. LIME's most supporting and most opposing superpixels).
+        scale: integer upscaling before writing, so the digits are legible on a small patch.
+
+    Returns:
+        (H*scale x W*scale x 3 uint8, {label: (x, y) centre of its box in the returned picture's pixels}).
+    """
+    from PIL import Image, ImageDraw
+
+    picture = np.asarray(picture)
+    if picture.ndim != 3 or picture.shape[:2] != np.asarray(segments).shape:
+        raise ExplainError(f"superpixel labels {np.asarray(segments).shape} are not aligned with the picture {picture.shape[:2]}")
+    big = Image.fromarray(upscale_nearest(picture, scale))
+    draw = ImageDraw.Draw(big)
+    font = _font(max(9, 5 * scale + 3))
+    where: dict[int, tuple[int, int]] = {}
+    for number in dict.fromkeys(int(n) for n in numbers):
+        inside = np.pad(segments == number, 1)  # padded: the patch's edge counts as a border
+        if not inside.any():
+            continue
+        depth = ndimage.distance_transform_edt(inside)[1:-1, 1:-1]
+        row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)
+        x, y = int((col + 0.5) * scale), int((row + 0.5) * scale)  # image px -> upscaled px
+        box = draw.textbbox((x, y), str(number), font=font, anchor="mm")
+        draw.rectangle((box[0] - 2, box[1] - 1, box[2] + 2, box[3] + 1), fill=(255, 255, 255), outline=(0, 0, 0))
+        draw.text((x, y), str(number), fill=(0, 0, 0), font=font, anchor="mm")
+        where[number] = (x, y)
+    return np.asarray(big), where
+
+
+def upscale_nearest(array: np.ndarray, factor: int) -> np.ndarray:
+    """Return ``array`` enlarged ``factor`` times along rows and columns by repeating each pixel (no smoothing).
+
+    Each input pixel becomes a factor x factor block: a pooled map keeps one visible block per
+    pooling window, where a browser's or PIL's bilinear scaling would blur them together.
+    """
+    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
+        raise ExplainError(f"factor must be a positive integer, got {factor!r}")
+    a = np.asarray(array)
+    return a if factor == 1 else a.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
 def rescale_uint8(array: np.ndarray) -> np.ndarray:
