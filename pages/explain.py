@@ -17,7 +17,7 @@ from core.explain import (
     method_defaults,
     patch_probability,
 )
-from core.explain.overlay import colour_scale_bar, explanation_scale, label_superpixels
+from core.explain.overlay import explanation_scale, label_superpixels, upscale_nearest, with_colour_scale
 from core.export import render_explanations_png
 
 TITLES = {
@@ -57,7 +57,7 @@ def probability(model_id: str, patch_key: str, _model, image: np.ndarray) -> flo
     return patch_probability(_model, image)
 
 
-# Explain's pictures are drawn at least this many px wide, so LIME's numbers stay legible.
+# Explain's pictures are drawn at least this many px wide (nearest-neighbour), so LIME's numbers and the scales stay legible.
 PICTURE_PX = 384
 
 
@@ -135,14 +135,14 @@ with right:
         cells = st.columns(3)
         for cell, (method, result) in zip(cells, list(results.items())[row : row + 3]):
             cell.markdown(f"**{TITLES[method]}** · {result.seconds:.2f} s")
-            picture = result.overlay(image)
+            picture, scale = result.overlay(image), max(1, -(-PICTURE_PX // side))
             if method == "lime":  # the superpixels the caption lists, numbered on the picture
                 extras = result.extras
                 listed = extras["top_positive"] + extras["top_negative"]
-                picture, _ = label_superpixels(picture, extras["segments"], listed, scale=max(1, -(-PICTURE_PX // side)))
-            cell.image(picture, width="stretch")
-            cmap, low, high = explanation_scale(result)
-            cell.image(colour_scale_bar(cmap, low, high, width=PICTURE_PX), width="stretch")
+                picture, _ = label_superpixels(picture, extras["segments"], listed, scale=scale)
+            else:
+                picture = upscale_nearest(picture, scale)
+            cell.image(with_colour_scale(picture, *explanation_scale(result)), width="stretch")  # the map, its scale below
             shown = {k: v for k, v in result.params.items() if k not in ("target", "precision", "batch_size", "seed")}
             cell.caption(", ".join(f"{k}={v}" for k, v in shown.items() if v is not None))
             if method == "lime":

@@ -118,19 +118,21 @@ def test_explain_draws_a_colour_scale_under_every_map_and_numbers_limes_superpix
     labelled.clear()
     at.run()
     assert not at.exception, at.exception
-    # Per method: the picture, then its colour scale (a bar whose every row is the same run of colours).
+    # One picture per method, its colour scale below it: a bar whose every row is the same run of colours.
     pictures = [a for a, _ in drawn][1:]  # the first is the patch
-    assert len(pictures) == 2 * len(METHODS)
-    for bar in pictures[1::2]:
-        colours = bar[:14]
-        assert (colours == colours[:1]).all() and len(np.unique(colours[0], axis=0)) > 50
+    assert len(pictures) == len(METHODS)
+    for picture in pictures:
+        bar = picture[-32:-18]  # colour_scale_bar: 14 rows of colour, then the values
+        assert (bar == bar[:1]).all() and len(np.unique(bar[0], axis=0)) > 50
+        assert picture.shape[1] >= 384
     # LIME: the numbers drawn are the superpixels its caption lists, on the picture shown.
     caption = next(c.value for c in at.caption if "surrogate R²" in c.value)
     listed = [int(n) for part in re.findall(r"(?:supporting|against): \[([\d, ]*)\]", caption) for n in part.split(",") if n.strip()]
     assert listed and "numbered on the picture" in caption
     (plain, numbers, scale, (picture, where)) = labelled[-1]
     assert numbers == listed and sorted(where) == sorted(set(listed))
-    np.testing.assert_array_equal(pictures[2 * list(METHODS).index("lime")], picture)
+    shown = pictures[list(METHODS).index("lime")]
+    np.testing.assert_array_equal(shown[: picture.shape[0]], picture)
     assert picture.shape[0] >= 384
     enlarged = np.repeat(np.repeat(plain, scale, axis=0), scale, axis=1)
     for x, y in where.values():  # each number's box changed the picture there

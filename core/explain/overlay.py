@@ -18,6 +18,7 @@ from core.errors import ExplainError
 __all__ = [
     "colorize",
     "colour_scale_bar",
+    "with_colour_scale",
     "explanation_scale",
     "label_superpixels",
     "map_scale",
@@ -206,6 +207,15 @@ def colour_scale_bar(cmap: str, low: float, high: float, width: int = 256, heigh
     if low < 0 < high:
         draw.text((round((width - 1) * -low / (high - low)), y), "0", fill=(0, 0, 0), font=font, anchor="ma")
     return np.asarray(canvas)
+
+
+def with_colour_scale(picture: np.ndarray, cmap: str, low: float, high: float, gap: int = 4) -> np.ndarray:
+    """Return ``picture`` (H x W x 3 uint8) with its colour scale below it: ``gap`` white rows, then
+    :func:`colour_scale_bar` as wide as the picture. One image, so the scale travels with the map."""
+    picture = np.asarray(picture)
+    bar = colour_scale_bar(cmap, low, high, width=picture.shape[1])
+    white = np.full((gap, picture.shape[1], 3), 255, dtype=np.uint8)
+    return np.concatenate([picture, white, bar], axis=0)
 
 
 def label_superpixels(picture: np.ndarray, segments: np.ndarray, numbers: list[int], scale: int = 1) -> tuple[np.ndarray, dict[int, tuple[int, int]]]:
