@@ -17,7 +17,12 @@ from core.explain import (
     method_defaults,
     patch_probability,
 )
-from core.explain.overlay import explanation_scale, label_superpixels, upscale_nearest, with_colour_scale
+from core.explain.overlay import (
+    explanation_scale,
+    label_superpixels,
+    upscale_nearest,
+    with_colour_scale,
+)
 from core.export import render_explanations_png
 
 TITLES = {

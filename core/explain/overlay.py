@@ -18,7 +18,6 @@ from core.errors import ExplainError
 __all__ = [
     "colorize",
     "colour_scale_bar",
-    "with_colour_scale",
     "explanation_scale",
     "label_superpixels",
     "map_scale",
@@ -28,6 +27,7 @@ __all__ = [
     "overlay_explanation",
     "rescale_uint8",
     "upscale_nearest",
+    "with_colour_scale",
 ]
 
 # The colormap each method is drawn with by default.
