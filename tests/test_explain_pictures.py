@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from core.explain import ExplainError, explain_patch, maximize_activation, patch_probability
+from core.explain import (
+    ExplainError,
+    explain_patch,
+    maximize_activation,
+    patch_probability,
+)
 from core.explain.overlay import (
     colorize,
     colour_scale_bar,
