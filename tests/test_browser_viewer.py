@@ -188,6 +188,8 @@ def test_view_survives_opacity_threshold_and_colour_map(browser_page):
     assert page.locator('[data-testid="pathexColorbarLabel"]').inner_text().strip() == "t = 0.40"
     new_token = page.evaluate("() => window.pathexViewer.overlay.token")
     assert new_token != token, "moving t did not change the overlay"
+    # Ten reruns, ten overlays: only the last one is left above the slide (none stacked up).
+    assert page.evaluate("() => window.pathexViewer.viewer.world.getItemCount()") == 2
     assert same_view(page.evaluate(VIEW), view), "moving t moved the view"
     shot(page, "zoomed-t-0.40")
 

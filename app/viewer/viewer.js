@@ -197,8 +197,8 @@ class SlideViewer {
   openSlide(OSD, data) {
     const first = this.slide === null;
     this.slide = data.slide;
-    this.overlay = null;
-    this.pendingOverlay = null;
+    if (this.pendingOverlay) this.cancel(this.pendingOverlay);
+    this.overlay = null; // v.open() below replaces every item of the world
     this.focusNonce = null;
     return new Promise((resolve) => {
       const v = this.viewer;
@@ -236,11 +236,13 @@ class SlideViewer {
   setOverlay(spec) {
     const v = this.viewer;
     if (!spec) {
+      if (this.pendingOverlay) this.cancel(this.pendingOverlay);
       if (this.overlay) v.world.removeItem(this.overlay.item);
       this.overlay = null;
       return;
     }
     if (this.overlay && this.overlay.token === spec.token) {
+      if (this.pendingOverlay) this.cancel(this.pendingOverlay); // t moved away and back
       this.overlay.item.setOpacity(spec.opacity);
       return;
     }
@@ -248,33 +250,45 @@ class SlideViewer {
       this.pendingOverlay.opacity = spec.opacity;
       return;
     }
-    // The new overlay is added above the old one, which goes once the new one is drawn (no flash).
-    const pending = { token: spec.token, opacity: spec.opacity };
+    // The new overlay is added above the old one, which goes once the new one is drawn (no
+    // flash); an overlay superseded before it is drawn (t moved again) is dropped at once.
+    if (this.pendingOverlay) this.cancel(this.pendingOverlay);
+    const pending = { token: spec.token, opacity: spec.opacity, item: null, cancelled: false, timer: null };
     this.pendingOverlay = pending;
     v.addTiledImage({
       tileSource: tileSource(this.slide, spec.tiles),
       opacity: spec.opacity,
       success: (event) => {
         const item = event.item;
-        if (this.pendingOverlay !== pending) { v.world.removeItem(item); return; }
+        if (pending.cancelled) { v.world.removeItem(item); return; }
+        pending.item = item;
         item.setOpacity(pending.opacity);
         const done = () => {
-          if (this.pendingOverlay !== pending) return;
+          if (pending.cancelled || this.pendingOverlay !== pending) return;
+          clearTimeout(pending.timer);
+          item.removeHandler("fully-loaded-change", handler);
           const old = this.overlay;
           this.overlay = { token: pending.token, item };
           this.pendingOverlay = null;
           if (old) v.world.removeItem(old.item);
           this.overlayDrawn = { token: pending.token, at: performance.now() };
         };
+        const handler = (e) => { if (e.fullyLoaded) done(); };
+        item.addHandler("fully-loaded-change", handler);
+        pending.timer = setTimeout(done, 15000); // a tile that never comes must not keep the old overlay forever
         if (item.getFullyLoaded()) done();
-        else {
-          const handler = (e) => {
-            if (e.fullyLoaded) { item.removeHandler("fully-loaded-change", handler); done(); }
-          };
-          item.addHandler("fully-loaded-change", handler);
-        }
+      },
+      error: () => {
+        if (this.pendingOverlay === pending) this.pendingOverlay = null;
       },
     });
+  }
+
+  cancel(pending) {
+    pending.cancelled = true;
+    clearTimeout(pending.timer);
+    if (pending.item) this.viewer.world.removeItem(pending.item);
+    if (this.pendingOverlay === pending) this.pendingOverlay = null;
   }
 
   drawVectors(data) {
