@@ -292,6 +292,22 @@ def test_click_and_box_select_patches_drawn_as_outlines(browser_page, data_folde
     assert float(page.locator('[data-testid="pathexSelected"]').get_attribute("x")) == preds.x[best]
     assert_no_exception(page, "a box selection")
 
+    # "Go to the most suspicious patch": the view centres it at full resolution, once (a rerun keeps the user's view).
+    page.get_by_test_id("pathexHome").click()
+    settle(page)
+    page.get_by_role("button", name="Go to the most suspicious patch").click()
+    wait_for_run(page)
+    settle(page)
+    view = page.evaluate(VIEW)
+    assert view["zoom"] == pytest.approx(1.0, rel=1e-3)
+    assert (view["x"], view["y"]) == pytest.approx((preds.x[best] + size0 / 2, preds.y[best] + size0 / 2), abs=2)
+    page.get_by_test_id("pathexHome").click()
+    settle(page)
+    page.locator('[data-testid="stMain"] input[aria-label="Heatmap opacity"]').press("ArrowRight")
+    wait_for_run(page)
+    settle(page)
+    assert same_view(page.evaluate(VIEW), STATE["home"]), "a rerun applied the focus again"
+
 
 def test_view_survives_a_page_switch_and_a_new_slide_fits(browser_page):
     page, _ = browser_page
