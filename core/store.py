@@ -626,6 +626,14 @@ class ResultStore:
             rows = conn.execute(_SLIDE_SELECT + " ORDER BY id").fetchall()
         return [SlideRecord(*r) for r in rows]
 
+    def slide(self, slide_id: int) -> SlideRecord:
+        """Return one registered slide. Raises StoreError when it does not exist."""
+        with self._read() as conn:
+            row = conn.execute(_SLIDE_SELECT + " WHERE id = ?", (int(slide_id),)).fetchone()
+        if row is None:
+            raise StoreError(f"no slide {slide_id} in results store {self._name}")
+        return SlideRecord(*row)
+
     def models(self) -> list[dict]:
         """Return every registered model as a dict: id, path, arch, metadata (dict), registered."""
         with self._read() as conn:

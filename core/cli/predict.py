@@ -193,7 +193,7 @@ def _predict_share(runner, tiling, slides: list[_Slide], rank: int, world: int, 
                 continue
             finally:
                 bar.close()
-            done[i] = next(s.fingerprint for s in store.slides() if s.id == result.run.slide_id)
+            done[i] = store.slide(result.run.slide_id).fingerprint
             status = "stored run reused" if result.reused else f"{result.computed} patches computed"
             print(
                 f"{result.slide}: {len(result.predictions)} patches, max prob {result.predictions.prob.max(initial=0):.3f} "
