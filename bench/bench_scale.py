@@ -11,7 +11,7 @@ and the share of each stage in the total if run one after the other. The baselin
 the forward pass alone: ``total / forward`` says how close whole-slide prediction is to it.
 The load average is printed before and after (the machine may be shared).
 
-    python bench/bench_scale.py [--arch tiny|vgg16|both] [--threads 2] [--precision bf16]
+    python bench/bench_scale.py [--arch tiny|vgg16|vgg16-512|both|all] [--threads 2] [--precision bf16|fp32]
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ SETUPS = {
     # arch: (slide width px, tiling, most patches timed)
     "tiny": (6144, TilingParams(level=1, patch_size=128), 2000),
     "vgg16": (4096, TilingParams(level=0, patch_size=224), 96),
+    # The source material's patches: 512 px (about 5.2x the pixels and FLOPs of 224 px).
+    "vgg16-512": (4096, TilingParams(level=0, patch_size=512), 24),
 }
 
 
@@ -73,7 +75,7 @@ def bench(arch: str, folder: Path, args: argparse.Namespace) -> dict:
     n = min(len(grid), most)
     sub = grid.subset(np.arange(len(grid)) < n)
     torch.manual_seed(0)
-    runner = PredictionRunner(build_model(arch), device="auto", precision=args.precision, batch_size=args.batch_size, workers=args.workers)
+    runner = PredictionRunner(build_model(arch.split("-")[0]), device="auto", precision=args.precision, batch_size=args.batch_size, workers=args.workers)
     patches = read_patches(slide, sub.x, sub.y, sub.plan)
     tensors = [to_tensor(patches[i : i + args.batch_size], runner.device) for i in range(0, n, args.batch_size)]
     runner.forward_tensor(tensors[0][:2])  # warm-up
@@ -124,7 +126,7 @@ def _one_run(store: ResultStore, path: Path, slide, arch: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", choices=["tiny", "vgg16", "both"], default="both")
+    parser.add_argument("--arch", choices=[*SETUPS, "both", "all"], default="both", help="both: tiny and vgg16; all: and vgg16-512")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--workers", type=int, default=2, help="patch-reading threads")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -136,7 +138,7 @@ def main() -> None:
     load = os.getloadavg()
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {device_label(resolve_device('auto'))}, torch {torch.__version__}; "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    for arch in (["tiny", "vgg16"] if args.arch == "both" else [args.arch]):
+    for arch in {"both": ["tiny", "vgg16"], "all": list(SETUPS)}.get(args.arch, [args.arch]):
         figures = bench(arch, args.cache, args)
         print(json.dumps(figures))
     load = os.getloadavg()
