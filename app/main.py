@@ -20,14 +20,14 @@ from app import tile_server  # noqa: E402
 def run_frame() -> None:
     """The script each browser session runs: sidebar shared by every page, then the page."""
     from app import context, navigation, state, widgets
-    from app.demo import ensure_demo_cohort, ensure_demo_model
+    from app.demo import ensure_demo_cohort, ensure_demo_model, show_demo_progress
     from core.device import device_label
     from core.errors import PathologyError
     from core.paths import data_dirs
 
     st.set_page_config(page_title="Pathology Explorer", page_icon=":microscope:", layout="wide")
 
-    ensure_demo_cohort()
+    ensure_demo_cohort()  # on first start: written in the background, slide by slide
     ensure_demo_model()
     # Streamlit forgets a widget's value when a run (e.g. after st.switch_page) does not draw it;
     # writing the values back makes them plain session state, so the sidebar's choices, the
@@ -78,7 +78,9 @@ def run_frame() -> None:
             help="A patch is called cancer when F(I) ≥ t, a slide when one of its patches is. Every page uses this t.",
         )
 
-    st.navigation(navigation.pages()).run()
+    page = st.navigation(navigation.pages())
+    show_demo_progress()  # above the page, until the demo cohort is complete
+    page.run()
 
 
 if __name__ == "__main__":  # a session's script run (also AppTest)

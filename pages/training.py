@@ -11,6 +11,7 @@ import streamlit as st
 from app import context
 from app.figures import training_figures
 from core.paths import REPO_ROOT
+from core.training.demo import DEMO_SHIPPED_RUN
 
 st.title("Training")
 st.markdown(
@@ -21,12 +22,21 @@ st.markdown(
 
 folders = [REPO_ROOT / "runs", context.data_dir() / "runs"]
 runs = sorted({p.parent for folder in folders if folder.is_dir() for p in folder.glob("*/metrics.csv")})
+if (DEMO_SHIPPED_RUN / "metrics.csv").is_file():  # the demo model's own run, shipped beside it: first
+    runs.insert(0, DEMO_SHIPPED_RUN)
 if not runs:
     st.info("No training runs yet. Start one with `python -m core train --preset demo` (the demo model) or "
             "`python -m core train --cohort cohort.csv --arch vgg16 --out runs/NAME`.")
     st.stop()
 
-run = st.selectbox("Run", runs, format_func=lambda p: f"{p.name}  ({p.parent})")
+
+def _run_name(path: Path) -> str:
+    if path == DEMO_SHIPPED_RUN:
+        return "demo model's training run (shipped with models/demo-tiny.pt; synthetic data)"
+    return f"{path.name}  ({path.parent})"
+
+
+run = st.selectbox("Run", runs, format_func=_run_name)
 run = Path(run)
 try:
     metrics = pd.read_csv(run / "metrics.csv")
@@ -41,13 +51,29 @@ if (run / "summary.json").exists():
         st.warning(f"summary.json cannot be read: {exc}")
 
 if summary.get("demo"):
-    st.caption("Demo run: the tiny network on the synthetic demo cohort.")
+    st.caption("Demo run: the tiny network on the synthetic demo cohort (generated slides, not real tissue; not for diagnosis).")
+evaluation = {}
+if (run / "evaluation.json").exists():
+    try:
+        evaluation = json.loads((run / "evaluation.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        st.warning(f"evaluation.json cannot be read: {exc}")
 cols = st.columns(4)
 cols[0].metric("Epochs", len(metrics))
 cols[1].metric("Best validation AUC", f"{metrics['val_auc'].max():.3f}" if len(metrics) else "n/a")
 test_auc = summary.get("test_slide_auc")
 cols[2].metric("Test slide AUC", "n/a" if test_auc is None else f"{test_auc:.3f}")
 cols[3].metric("Training time", f"{metrics['seconds'].sum():.0f} s" if "seconds" in metrics else "n/a")
+
+if evaluation:
+    st.markdown(
+        f"**Held-out evaluation** ({evaluation.get('slides')} slides of the val and test splits, "
+        f"{evaluation.get('tumor_slides')} with {evaluation.get('tumors')} tumors; {evaluation.get('patches')} patches)"
+    )
+    held = st.columns(3)
+    for col, key, name in zip(held, ("slide_auc", "patch_auc", "froc_score"), ("Slide AUC", "Patch AUC", "FROC score")):
+        value = evaluation.get(key)
+        col.metric(name, "n/a" if value is None else f"{value:.3f}")
 
 loss, auc, rate = training_figures(
     metrics["epoch"].tolist(), metrics["train_loss"].tolist(), metrics["val_loss"].tolist(), metrics["val_auc"].tolist(), metrics["lr"].tolist()
@@ -66,3 +92,6 @@ with st.expander("metrics.csv"):
 if summary:
     with st.expander("summary.json"):
         st.json(summary)
+if evaluation:
+    with st.expander("evaluation.json"):
+        st.json(evaluation)
