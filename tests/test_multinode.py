@@ -395,3 +395,34 @@ def test_two_nodes_train_like_one_node_with_two_processes_and_resume_anywhere(de
         os.chdir(ROOT)
     state = state_of(latest)
     assert state["epoch"] == 3 and [m["epoch"] for m in state["history"]] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_two_nodes_that_see_other_slides_both_stop_before_computing(demo_cohort, checkpoint, tmp_path):
+    # Sharding is by name, never by a machine's listing; machines whose lists differ would
+    # shard differently, so every rank refuses (exit 2, one error line) and writes nothing.
+    nodes = [make_node(tmp_path, "node-a", demo_cohort), make_node(tmp_path, "node-b", demo_cohort)]
+    (nodes[1] / "data" / "slides" / "demo_002.tiff").unlink()
+    args = ["-m", "core", "predict", "slides", "--data-root", "data", "--model", str(checkpoint), "--db", "results.sqlite",
+            "--device", "cpu", "--workers", "1"]
+    command = node_command(free_port(), 2, 1, args)
+    procs = [start_node(nodes[0], command)]
+    time.sleep(0.5)
+    procs.append(start_node(nodes[1], command))
+    assert [p.wait(timeout=300) for p in procs] != [0, 0]
+    for node in nodes:
+        log = (node / "node.log").read_text()
+        assert "lists other slides than rank 0 (3 vs 4; e.g. demo_002)" in log or "(4 vs 3; e.g. demo_002)" in log, log[-3000:]
+        assert not (node / "results.sqlite.shards").exists() and not (node / "results.sqlite").exists()
+
+
+def test_predict_resolves_relative_slide_arguments_under_the_data_root(demo_cohort, checkpoint, tmp_path, capsys):
+    node = make_node(tmp_path, "node", demo_cohort)
+    db = tmp_path / "r.sqlite"
+    common = ["--model", str(checkpoint), "--db", str(db), "--device", "cpu", "--workers", "1", "--data-root", str(node / "data")]
+    assert main(["predict", "slides/demo_001.tiff", *common]) == 0
+    assert sorted(by_slide(db)) == ["demo_001"]
+    assert main(["predict", "../cohort.csv", *common]) == 2  # outside the root: refused before it is opened
+    assert "outside the data folders" in capsys.readouterr().err
+    assert main(["predict", "slides", "--cohort", str(node / "cohort.csv"), *common]) == 2
+    assert "not both" in capsys.readouterr().err
