@@ -214,6 +214,14 @@ def test_zoom_stops_at_two_screen_pixels_per_slide_pixel_and_home_fits(browser_p
     page.get_by_test_id("pathexFull").click()
     settle(page)
     assert page.evaluate(VIEW)["zoom"] == pytest.approx(1.0, rel=1e-3)
+    # At 1:1 one screen px is one level-0 px: magnification 10 / mpp (10x = 1 µm per screen px),
+    # and the scale bar's length in screen px times mpp is the length its label says.
+    mpp = page.evaluate("() => window.pathexViewer.slide.mpp")
+    shown = float(re.search(r"[\d.]+", page.get_by_test_id("pathexMagnification").inner_text()).group())
+    assert shown == pytest.approx(10 / mpp, rel=0.05)
+    number, unit = page.get_by_test_id("pathexScale").inner_text().split()
+    width = page.evaluate("() => window.pathexViewer.scaleBar.getBoundingClientRect().width")
+    assert width * mpp == pytest.approx(float(number) * (1000 if unit == "mm" else 1), rel=0.03)
     shot(page, "full-resolution")
     for _ in range(6):
         page.get_by_test_id("pathexZoomIn").click()
@@ -224,6 +232,16 @@ def test_zoom_stops_at_two_screen_pixels_per_slide_pixel_and_home_fits(browser_p
     settle(page)
     assert all_inside(page), "Home does not show the whole slide"
     assert same_view(page.evaluate(VIEW), STATE["home"])
+    # Another canvas shape (a narrow window): Home still fits the whole slide, letterboxed.
+    page.set_viewport_size({"width": 760, "height": 1100})
+    page.wait_for_timeout(800)
+    page.get_by_test_id("pathexHome").click()
+    settle(page)
+    assert all_inside(page), "Home does not show the whole slide in a narrow window"
+    page.set_viewport_size({"width": 1400, "height": 1100})
+    page.wait_for_timeout(800)
+    page.get_by_test_id("pathexHome").click()
+    settle(page)
 
 
 def test_inset_click_moves_the_view(browser_page):
