@@ -267,6 +267,16 @@ def test_inset_click_moves_the_view(browser_page):
     assert after["y"] == pytest.approx(slide["height"] / 4, abs=slide["height"] / 20)
 
 
+def test_without_microns_per_pixel_no_scale_and_a_note(browser_page):
+    """A slide with no µm per pixel (viewer_data(mpp=None) sends null): no scale bar, a note instead of a magnification."""
+    page, _ = browser_page
+    page.evaluate("() => { const v = window.pathexViewer; v.savedMpp = v.slide.mpp; v.slide.mpp = null; v.drawScale(); }")
+    assert not page.get_by_test_id("pathexScale").is_visible()
+    assert page.get_by_test_id("pathexMagnification").inner_text().strip() == "No µm per pixel: no scale"
+    page.evaluate("() => { const v = window.pathexViewer; v.slide.mpp = v.savedMpp; v.drawScale(); }")
+    assert page.get_by_test_id("pathexScale").is_visible()
+
+
 def test_click_and_box_select_patches_drawn_as_outlines(browser_page, data_folder):
     page, _ = browser_page
     page.get_by_test_id("pathexHome").click()
