@@ -6,7 +6,7 @@ where it stopped.
 
 Concurrency model:
     * One file, WAL journal, ``synchronous=NORMAL``, ``foreign_keys=ON``, a 30 s busy
-      timeout: several processes on one host (the app, `predict` runs) may read and write the same file.
+      timeout: several processes on one host (the app, ``predict`` runs) may read and write the same file.
     * Each :class:`ResultStore` owns one connection guarded by a ``threading.Lock``, so one
       object may be shared by several threads (Streamlit sessions). Each process opens its
       own :class:`ResultStore`; never pass one across ``fork``.
