@@ -1,15 +1,28 @@
-"""Benchmark of core.explain: the figures of issue 6's Speed section, each printed with its target.
+"""Benchmark of core.explain: forward-only explanations against their floor, then every method's figures.
 
-    python bench/bench_explain.py [--full] [--checkpoint CKPT] [--out bench/out]
+    python bench/bench_explain.py [--reps N] [--reps-tiny N] [--all] [--skip-vgg16] [--checkpoint CKPT] [--out bench/out]
 
+First section (issue 18 item 3): occlusion (32/16, 169 windows) and LIME (1000 samples) with
 VGG16 (random initialisation: the timing does not depend on the weights) at 224 px and the tiny
-model at 128 px, on a demo tumor patch rendered by core.demo, with torch.set_num_threads(2).
-Every figure is also given as a ratio to one plain forward of the same model measured in the
-same run (a figure that holds however busy the machine is). Other work on the same CPU makes
-the seconds noisy: the load average is printed at the start and the end.
+model at 128 px, in the precision the app uses (``auto``: bf16 autocast where the CPU has native
+bf16) on a demo tumor patch, with torch.set_num_threads(2). Each is measured three ways,
+interleaved in the same process, best of ``--reps`` (``--reps-tiny``):
 
-Pictures of every method on the patch go to bench/out/ (gitignored); with --checkpoint (a
-trained model, e.g. the demo model) they show what that model looks at.
+    floor   the batched forward passes the method needs (same count, same batch size,
+            channels_last, no_grad), nothing else;
+    before  the method as it ran before this change (Captum's Occlusion on NCHW batches; LIME's
+            samples built as uint8 numpy and converted per batch), rebuilt here;
+    after   ``explain_patch`` as the app calls it.
+
+Wall seconds and CPU seconds (``time.process_time``, all threads) are printed: on a shared machine
+the wall figure grows with other people's work, the CPU figure much less; the load average is
+printed on every line. For the tiny model LIME's fixed costs are split out (SLIC, building the
+samples, LIME's distances and regressions).
+
+``--all`` adds the other figures (gradient methods, Grad-CAM, activation maximization, feature
+maps), each as a ratio to one plain forward measured just before it. Pictures of every method go
+to bench/out/ (gitignored); with --checkpoint (a trained model, e.g. the demo model) they show
+what that model looks at.
 """
 
 from __future__ import annotations
@@ -112,7 +125,156 @@ def batched_forward_seconds(model, size: int, precision: str, batch: int = 8) ->
         return timed(lambda: model(x), repeat=2)[0] / batch
 
 
-def bench_vgg16(patch: np.ndarray, full: bool) -> None:
+# ---------------------------------------------------------------------------------------------
+# Forward-only explanations against their floor (issue 18 item 3)
+
+
+def clocked(fn):
+    """Return (wall seconds, CPU seconds of this process, result) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+def floor_run(model, size: int, n: int, batch: int, precision: str):
+    """Return a function running ``n`` forwards of size x size px in batches of ``batch`` (the last one the rest)."""
+    from core.device import autocast_for
+
+    sizes = [batch] * (n // batch) + ([n % batch] if n % batch else [])
+    inputs = {b: torch.rand(b, 3, size, size).contiguous(memory_format=torch.channels_last) for b in set(sizes)}
+
+    def run():
+        with torch.no_grad(), autocast_for("cpu", precision):
+            for b in sizes:
+                model(inputs[b])
+
+    return run
+
+
+def occlusion_before(model, patch: np.ndarray, window: int, stride: int, batch: int, precision: str):
+    """Occlusion as core.explain ran it before: Captum's Occlusion, its batches in Captum's NCHW layout."""
+    from captum.attr import Occlusion
+
+    from core.device import autocast_for
+    from core.explain.base import image_to_tensor
+
+    x = image_to_tensor(patch)
+    with torch.no_grad(), autocast_for("cpu", precision):
+        return Occlusion(lambda b: torch.sigmoid(model(b).float())).attribute(
+            x, sliding_window_shapes=(3, window, window), strides=(3, stride, stride), baselines=0.5,
+            perturbations_per_eval=batch,
+        )
+
+
+def lime_before(model, patch: np.ndarray, n_samples: int, batch: int, precision: str):
+    """LIME as core.explain ran it before: samples built as uint8 numpy batches, converted to tensors per batch."""
+    from lime.lime_image import LimeImageExplainer
+
+    from core.device import autocast_for
+    from core.explain.base import batch_to_tensor
+    from core.explain.lime_slic import slic_segments
+
+    class Before(LimeImageExplainer):
+        def data_labels(self, image, fudged_image, segments, classifier_fn, num_samples, batch_size=10):
+            n_features = np.unique(segments).shape[0]
+            data = self.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
+            data[0, :] = 1
+            labels = []
+            for start in range(0, num_samples, batch_size):
+                hidden = data[start : start + batch_size][:, segments] == 0
+                labels.extend(classifier_fn(np.where(hidden[..., None], fudged_image[None], image[None])))
+            return data, np.array(labels)
+
+    def classifier_fn(images):
+        with torch.no_grad():
+            p = torch.sigmoid(model(batch_to_tensor(images)).float())
+        return torch.stack([1 - p, p], dim=1).numpy()
+
+    segments = slic_segments(patch, 50, 10.0, 1.0)
+    with autocast_for("cpu", precision):
+        return Before(kernel_width=0.25, feature_selection="auto", random_state=0).explain_instance(
+            patch, classifier_fn, labels=(1,), hide_color=(128, 128, 128), top_labels=None, num_features=10,
+            num_samples=n_samples, batch_size=batch, segmentation_fn=lambda _image: segments,
+        )
+
+
+def bench_floor(model, label: str, patch: np.ndarray, reps: int) -> dict:
+    """Print floor / before / after for occlusion and LIME with ``model``; return the best figures by name."""
+    from core.explain import method_defaults
+    from core.explain.occlusion import window_count
+
+    size = patch.shape[0]
+    occ, lime = method_defaults("occlusion"), method_defaults("lime")
+    windows = window_count(size, size, 32, 16)
+    cases = {
+        "occlusion": (windows + 1, occ["batch_size"],  # + 1: the unoccluded patch
+                      lambda precision: occlusion_before(model, patch, 32, 16, occ["batch_size"], precision),
+                      lambda precision: explain_patch(model, patch, "occlusion", window=32, stride=16, precision=precision)),
+        "LIME": (1000, lime["batch_size"],
+                 lambda precision: lime_before(model, patch, 1000, lime["batch_size"], precision),
+                 lambda precision: explain_patch(model, patch, "lime", n_samples=1000, precision=precision)),
+    }
+    from core.device import resolve_precision
+
+    precision = resolve_precision("cpu", "auto")
+    print(f"\n{label}: forward-only explanations in {precision} (the app's 'auto'), best of {reps}; "
+          "wall s / CPU s; ratio = after / floor")
+    best = {}
+    for name, (n, batch, before, after) in cases.items():
+        floor = floor_run(model, size, n, batch, precision)
+        floor()  # warm-up: oneDNN primitives for these shapes
+        after(precision)
+        figures = {"floor": [], "before": [], "after": []}
+        for _ in range(reps):  # interleaved: the three see the same machine
+            figures["floor"].append(clocked(floor)[:2])
+            figures["before"].append(clocked(lambda before=before: before(precision))[:2])
+            figures["after"].append(clocked(lambda after=after: after(precision))[:2])
+        wall = {k: min(v[0] for v in vs) for k, vs in figures.items()}
+        cpu = {k: min(v[1] for v in vs) for k, vs in figures.items()}
+        print(f"  {name:<10} {n:5d} forwards of {batch:3d}/batch   floor {wall['floor']:7.2f} / {cpu['floor']:7.2f}   "
+              f"before {wall['before']:7.2f} / {cpu['before']:7.2f} ({wall['before'] / wall['floor']:.2f}x wall, "
+              f"{cpu['before'] / cpu['floor']:.2f}x CPU)   after {wall['after']:7.2f} / {cpu['after']:7.2f} "
+              f"({wall['after'] / wall['floor']:.2f}x wall, {cpu['after'] / cpu['floor']:.2f}x CPU)   "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
+        best[name] = {"wall": wall, "cpu": cpu}
+    return best
+
+
+def lime_split(model, patch: np.ndarray, reps: int = 5) -> None:
+    """Print where LIME's time goes besides the forwards: SLIC, building the samples, distances and regressions."""
+    import sklearn.metrics
+    from lime.lime_base import LimeBase
+
+    from core.explain import method_defaults
+    from core.explain.lime_slic import _QuietLimeImageExplainer, slic_segments
+
+    p = method_defaults("lime")
+    n = 1000
+
+    def best(fn) -> float:
+        """CPU seconds of ``fn``, best of ``reps``."""
+        return min(clocked(fn)[1] for _ in range(reps))
+
+    slic_s = best(lambda: slic_segments(patch, p["n_segments"], p["compactness"], p["sigma"]))
+    segments = slic_segments(patch, p["n_segments"], p["compactness"], p["sigma"])
+    explainer = _QuietLimeImageExplainer(kernel_width=p["kernel_width"], feature_selection=p["feature_selection"], random_state=0)
+    fudged = np.full_like(patch, 128)
+    build_s = best(lambda: explainer.data_labels(patch, fudged, segments, lambda b: np.zeros((b.shape[0], 2)), n, p["batch_size"]))
+    data = np.random.default_rng(0).integers(0, 2, (n, int(segments.max()) + 1))
+    labels = np.random.default_rng(1).random((n, 2))
+    base = LimeBase(explainer.base.kernel_fn, random_state=0)
+
+    def fit():
+        distances = sklearn.metrics.pairwise_distances(data, data[0].reshape(1, -1), metric="cosine").ravel()
+        return base.explain_instance_with_data(data, labels, distances, 1, p["num_features"], feature_selection=p["feature_selection"])
+
+    fit_s = best(fit)
+    print(f"  LIME's fixed costs (CPU s, best of {reps}): SLIC {slic_s * 1000:.0f} ms ({int(segments.max()) + 1} superpixels), "
+          f"building {n} samples {build_s * 1000:.0f} ms, distances + feature selection + ridge {fit_s * 1000:.0f} ms; "
+          f"together {(slic_s + build_s + fit_s) * 1000:.0f} ms", flush=True)
+
+
+def bench_vgg16(patch: np.ndarray) -> None:
     torch.manual_seed(0)
     model = build_model("vgg16")
     r = Report(model, 224)
@@ -127,15 +289,6 @@ def bench_vgg16(patch: np.ndarray, full: bool) -> None:
     fast = e.params["precision"]
     r.line("Grad-CAM fp32 + saliency", sal + cam, 0.5)
     r.line(f"Grad-CAM {fast} + saliency", sal + cam16, 0.5)
-    for precision in ("fp32", "auto"):
-        r.measure(f"occlusion 32/16 (169 windows) {'fp32' if precision == 'fp32' else fast}",
-                  lambda: explain_patch(model, patch, "occlusion", window=32, stride=16, precision=precision), 6.0)
-    print(f"    (floor: 170 batched forwards = {170 * per32:.1f} s fp32, {170 * per16:.1f} s {fast})")
-    for precision in (["fp32", "auto"] if full else ["auto"]):
-        r.measure(f"LIME 1000 samples {'fp32' if precision == 'fp32' else fast}",
-                  lambda: explain_patch(model, patch, "lime", n_samples=1000, precision=precision), 30.0,
-                  note=lambda e: f"(R^2 {e.extras['r2']:.2f}, {e.extras['n_superpixels']} superpixels)")
-    print(f"    (floor: 1000 batched forwards = {1000 * per32:.1f} s fp32, {1000 * per16:.1f} s {fast})")
     for precision in ("fp32", "auto"):
         r.measure(f"activation max. 100 steps {'fp32' if precision == 'fp32' else fast}",
                   lambda: maximize_activation(model, steps=100, size=224, precision=precision), 20.0)
@@ -192,8 +345,10 @@ def save_pictures(model, patch: np.ndarray, out: Path, label: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="also LIME 1000 samples in fp32 on VGG16 (minutes)")
-    parser.add_argument("--skip-vgg16", action="store_true", help="only the tiny model and the pictures")
+    parser.add_argument("--reps", type=int, default=1, help="repetitions of floor / before / after with VGG16 (best is kept)")
+    parser.add_argument("--reps-tiny", type=int, default=3, help="the same with the tiny model")
+    parser.add_argument("--all", action="store_true", help="also every other method's figures")
+    parser.add_argument("--skip-vgg16", action="store_true", help="only the tiny model")
     parser.add_argument("--checkpoint", type=Path, help="trained model for the pictures (default: the random tiny model)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out", help="folder for the pictures")
     args = parser.parse_args()
@@ -201,20 +356,27 @@ def main() -> int:
     torch.set_num_threads(2)
     from core.device import cpu_supports_bf16
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_supports_bf16()}, "
-          f"load average at start {os.getloadavg()[0]:.2f} (other work on this CPU makes the seconds noisy; "
-          "the 'forwards' ratio is the steadier figure)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, native bf16: "
+          f"{cpu_supports_bf16()}, load average at start {os.getloadavg()[0]:.2f} (other work on this CPU makes the "
+          "wall seconds noisy; the CPU seconds and the ratios are the steadier figures)", flush=True)
     patch224, patch128 = demo_tumor_patch(224), demo_tumor_patch(128)
+    torch.manual_seed(0)
+    tiny = build_model("tiny").eval()
     if not args.skip_vgg16:
-        bench_vgg16(patch224, args.full)
-    bench_tiny(patch128)
-    if args.checkpoint is not None:
-        model, meta = load_checkpoint(args.checkpoint)
-        size = int(meta.get("patch_size", 128))
-        save_pictures(model, demo_tumor_patch(size), args.out, f"{meta.get('label', args.checkpoint.name)}, {model.arch}")
-    else:
         torch.manual_seed(0)
-        save_pictures(build_model("tiny"), patch128, args.out, "random tiny model")
+        bench_floor(build_model("vgg16").eval(), "VGG16 (random init) at 224 px", patch224, args.reps)
+    bench_floor(tiny, "tiny model at 128 px", patch128, args.reps_tiny)
+    lime_split(tiny, patch128)
+    if args.all:
+        if not args.skip_vgg16:
+            bench_vgg16(patch224)
+        bench_tiny(patch128)
+        if args.checkpoint is not None:
+            model, meta = load_checkpoint(args.checkpoint)
+            size = int(meta.get("patch_size", 128))
+            save_pictures(model, demo_tumor_patch(size), args.out, f"{meta.get('label', args.checkpoint.name)}, {model.arch}")
+        else:
+            save_pictures(tiny, patch128, args.out, "random tiny model")
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
     return 0
 

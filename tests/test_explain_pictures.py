@@ -43,7 +43,8 @@ def test_upscale_nearest_repeats_each_value_as_a_block():
 
 def test_colour_scale_bar_runs_the_colormap_from_low_to_high():
     bar = colour_scale_bar("RdBu_r", -2.0, 2.0, width=101, height=10)
-    assert bar.shape == (10 + 18, 101, 3) and bar.dtype == np.uint8
+    assert bar.shape == (10 + 11 + 6, 101, 3) and bar.dtype == np.uint8  # colours, then the values in 11 px text
+    assert colour_scale_bar("jet", 0, 1, width=440).shape == (18 + 20 + 6, 440, 3)  # taller bar, larger text
     expected = colorize(np.linspace(0, 1, 101, dtype=np.float32)[None], "RdBu_r")[0]
     np.testing.assert_array_equal(bar[0], expected)
     assert (bar[:10] == bar[:1]).all()
@@ -66,7 +67,7 @@ def test_explanation_scale_is_what_the_overlay_draws_at_its_ends(tiny):
             assert high == pytest.approx(float(np.percentile(e.map, 99)), rel=1e-5)
         assert cmap == {"occlusion": "RdBu_r", "saliency": "inferno", "gradcam": "jet"}[method]
     picture = with_colour_scale(overlay_explanation(e, image), cmap, low, high)
-    assert picture.shape == (64 + 4 + 14 + 18, 64, 3)
+    assert picture.shape == (64 + 4 + 10 + 11 + 6, 64, 3)
 
 
 def test_label_superpixels_writes_each_number_inside_its_superpixel():

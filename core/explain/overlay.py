@@ -183,27 +183,28 @@ def _font(size: int):
         return ImageFont.load_default(size)
 
 
-def colour_scale_bar(cmap: str, low: float, high: float, width: int = 256, height: int = 14) -> np.ndarray:
+def colour_scale_bar(cmap: str, low: float, high: float, width: int = 256, height: int | None = None) -> np.ndarray:
     """Return a horizontal colour scale, H x W x 3 uint8: the colormap from ``low`` (left) to ``high`` (right).
 
-    The bar is ``height`` px tall and ``width`` px wide (column c shows the value
-    low + (high - low) * c / (width - 1)); below it, the values at both ends (and 0 in the
-    middle of a scale that spans it), in black on white.
+    The bar is ``height`` px tall (default width / 24, at least 10) and ``width`` px wide (column
+    c shows the value low + (high - low) * c / (width - 1)); below it, in black on white, the
+    values at both ends and 0 where the scale spans it, in a font of about width / 22 px, so the
+    numbers stay legible when the picture is shrunk to a page column.
     """
-    if width < 16 or height < 2:
+    if width < 16 or (height is not None and height < 2):
         raise ExplainError(f"a colour scale needs at least 16 x 2 px, got {width} x {height}")
     from PIL import Image, ImageDraw
 
+    height = height or max(10, width // 24)
+    font_px = max(11, width // 22)
     bar = colorize(np.tile(np.linspace(0.0, 1.0, width, dtype=np.float32), (height, 1)), cmap)
-    text_height = 16
-    canvas = Image.new("RGB", (width, height + text_height + 2), (255, 255, 255))
+    canvas = Image.new("RGB", (width, height + font_px + 6), (255, 255, 255))
     canvas.paste(Image.fromarray(bar), (0, 0))
     draw = ImageDraw.Draw(canvas)
-    font = _font(11)
+    font = _font(font_px)
     y = height + 2
-    left, right = f"{low:.3g}", f"{high:.3g}"
-    draw.text((0, y), left, fill=(0, 0, 0), font=font)
-    draw.text((width, y), right, fill=(0, 0, 0), font=font, anchor="ra")
+    draw.text((0, y), f"{low:.3g}", fill=(0, 0, 0), font=font)
+    draw.text((width, y), f"{high:.3g}", fill=(0, 0, 0), font=font, anchor="ra")
     if low < 0 < high:
         draw.text((round((width - 1) * -low / (high - low)), y), "0", fill=(0, 0, 0), font=font, anchor="ma")
     return np.asarray(canvas)
