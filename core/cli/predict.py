@@ -20,9 +20,11 @@ is reported and skipped; the exit status is then 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -108,7 +110,8 @@ def _slides(args: argparse.Namespace) -> list[_Slide]:
 def _check_same_slides(dist, group, slides: list[_Slide], world: int) -> None:
     """Raise CommandError on every rank unless all ranks list the same slide names in the same order."""
     names: list = [None] * world
-    dist.all_gather_object(names, [s.name for s in slides], group=group)
+    with _peers("comparing the slide lists"):
+        dist.all_gather_object(names, [s.name for s in slides], group=group)
     for other, theirs in enumerate(names):
         if theirs != names[0]:
             extra = sorted(set(theirs) ^ set(names[0]))[:3]
@@ -116,6 +119,18 @@ def _check_same_slides(dist, group, slides: list[_Slide], world: int) -> None:
                 f"rank {other} lists other slides than rank 0 ({len(theirs)} vs {len(names[0])}; e.g. {', '.join(extra) or 'another order'}): "
                 "every machine needs the same slides (use --cohort to fix the list)"
             )
+
+
+@contextlib.contextmanager
+def _peers(doing: str) -> Iterator[None]:
+    """Turn a collective's failure (a rank's machine died or was stopped) into one CommandError line."""
+    try:
+        yield
+    except RuntimeError as exc:  # torch.distributed.DistBackendError and gloo's transport errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CommandError(
+            f"another rank stopped while {doing} ({first}); run the job again: the slides each rank committed are kept"
+        ) from None
 
 
 def _shard_path(args: argparse.Namespace, local_rank: int) -> Path:
@@ -226,8 +241,9 @@ def _gather_into_db(dist, group, args, rank: int, world: int, local_rank: int, o
         return {"failures": failures, "done": done, "stores": [(str(f), f.read_bytes()) for f in files if f.is_file()]}
 
     if rank != 0:
-        dist.send_object_list([payload()], dst=0, group=group)
-        dist.barrier(group=group)
+        with _peers("sending this rank's store to rank 0"):
+            dist.send_object_list([payload()], dst=0, group=group)
+            dist.barrier(group=group)
         return failures
     total = 0
     error: PathologyError | None = None
@@ -239,7 +255,8 @@ def _gather_into_db(dist, group, args, rank: int, world: int, local_rank: int, o
                 # Every rank's store is received even after a failed merge: a rank left
                 # waiting in send would hang the job.
                 box: list = [None]
-                dist.recv_object_list(box, src=source_rank, group=group)
+                with _peers(f"receiving rank {source_rank}'s store"):
+                    dist.recv_object_list(box, src=source_rank, group=group)
                 part = box[0]
             total += part["failures"]
             done.update(part["done"])
@@ -260,7 +277,8 @@ def _gather_into_db(dist, group, args, rank: int, world: int, local_rank: int, o
                     f"{report.rows_added} patch predictions ({report.seconds:.2f} s)",
                     file=sys.stderr,
                 )
-    dist.barrier(group=group)
+    with _peers("waiting for the other ranks"):
+        dist.barrier(group=group)
     if error is not None:
         raise error
     return total
