@@ -102,6 +102,7 @@ class SlideViewer {
     this.focusNonce = null;
     this.queue = Promise.resolve();
     this.overlayDrawn = { token: null, at: 0 }; // for the tests and the latency bench
+    this.overlayRequested = { token: null, at: 0 };
   }
 
   update(OSD, data) {
@@ -255,6 +256,7 @@ class SlideViewer {
     if (this.pendingOverlay) this.cancel(this.pendingOverlay);
     const pending = { token: spec.token, opacity: spec.opacity, item: null, cancelled: false, timer: null };
     this.pendingOverlay = pending;
+    this.overlayRequested = { token: spec.token, at: performance.now() }; // the rerun's part of a t move ends here
     v.addTiledImage({
       tileSource: tileSource(this.slide, spec.tiles),
       opacity: spec.opacity,
