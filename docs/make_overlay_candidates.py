@@ -18,11 +18,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-from matplotlib import colormaps  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image, ImageDraw
 
-from core.heatmap import composite, probability_grid, render_overlay  # noqa: E402
+from core.heatmap import composite, probability_grid, render_overlay
 
 T = 0.5
 CANDIDATES = [  # (title, colour map, opacity, transparent low F(I))
