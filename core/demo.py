@@ -12,8 +12,8 @@ What a slide holds (sizes in level-0 pixels, 2 px = 1 µm):
   the radius), chromatin texture (smoothed noise), size and shape by cell type. Tumor nuclei
   are larger and pleomorphic (7-14 µm, uneven outlines and darkness), vesicular with a dark
   membrane, coarse chromatin and one or two nucleoli, on scant purple cytoplasm; a slide's
-  tumor is high or low grade (low: smaller, darker, more regular nuclei, few nucleoli, close
-  to the hyperchromatic mimic) and of its own cellularity.
+  tumor is high or low grade (low: smaller, darker, less pleomorphic nuclei, a nucleolus in
+  half of them, close to the hyperchromatic mimic) and of its own cellularity.
 - **Tumors** (annotated): isolated tumor cell clusters (< 0.2 mm), micrometastases
   (0.2-2 mm) and macrometastases (about 2 mm, the largest a 3 mm wide slide holds). A
   tumor slide is "macro" (a large focus, maybe satellites), "micro" (one or two
@@ -304,7 +304,7 @@ def plan_slide(name: str, label: str, split: str, size: int, seed: tuple[int, in
                 tumors.append(_blob(rng, *centre, radius, points=points))
                 sizes.append(kind)
     mimics, mimic_kinds = [], []
-    kinds = ["lymphoid"] * rng.integers(1, 4) + ["hyperchromatic"] * rng.integers(1, 4) + ["crushed"] * rng.integers(0, 2)
+    kinds = ["lymphoid"] * rng.integers(1, 4) + ["hyperchromatic"] * rng.integers(0, 3) + ["crushed"] * rng.integers(0, 2)
     for kind in kinds:
         radius = {"lymphoid": rng.uniform(110, 330), "hyperchromatic": rng.uniform(140, 400), "crushed": rng.uniform(90, 220)}[kind]
         centre = _place(rng, field, radius, taken)
@@ -327,15 +327,15 @@ def _nucleus(rng: np.random.Generator, kind: str) -> np.ndarray:
     if kind == "tumor":  # high grade: large, pleomorphic, vesicular, nucleoli
         a = rng.uniform(7.0, 13.5)
         b, wobble, strength = a * rng.uniform(0.72, 1.3), rng.uniform(0.05, 0.13), rng.uniform(0.75, 1.5)
-    elif kind == "tumor_low":  # low grade: smaller, fairly regular and dark, close to the hyperchromatic mimic
-        a = rng.uniform(6.2, 9.5)
-        b, wobble, strength = a * rng.uniform(0.75, 1.1), rng.uniform(0.03, 0.07), rng.uniform(1.1, 1.6)
+    elif kind == "tumor_low":  # low grade: smaller, darker, less pleomorphic; close to the hyperchromatic mimic
+        a = rng.uniform(6.8, 10.5)
+        b, wobble, strength = a * rng.uniform(0.75, 1.15), rng.uniform(0.05, 0.10), rng.uniform(1.0, 1.5)
     elif kind == "lymph":
         a = rng.uniform(4.6, 6.4)
         b, wobble, strength = a * rng.uniform(0.88, 1.12), 0.03, rng.uniform(1.6, 2.0)
     elif kind == "hyperchromatic":  # benign but dark and crowded: larger than lymphocytes, regular, no nucleoli
-        a = rng.uniform(6.5, 9.5)
-        b, wobble, strength = a * rng.uniform(0.7, 1.0), 0.035, rng.uniform(1.35, 1.8)
+        a = rng.uniform(6.0, 8.5)
+        b, wobble, strength = a * rng.uniform(0.8, 1.0), 0.035, rng.uniform(1.4, 1.85)
     elif kind == "crushed":
         a = rng.uniform(2.2, 4.0)
         b, wobble, strength = rng.uniform(9.0, 20.0), 0.08, rng.uniform(1.1, 1.6)
@@ -357,11 +357,11 @@ def _nucleus(rng: np.random.Generator, kind: str) -> np.ndarray:
     grain /= grain.std() + 1e-6
     if kind in ("tumor", "tumor_low"):
         # Vesicular: a dark membrane, pale centre, coarse chromatin clumps, one or two nucleoli
-        # (low grade: less vesicular, a nucleolus in a third of the nuclei).
+        # (low grade: less vesicular, a nucleolus in half of the nuclei).
         rim = np.exp(-(((1 - d) * min(a, b)) / 1.3) ** 2)
-        pale = 0.45 if kind == "tumor" else 0.7
+        pale = 0.45 if kind == "tumor" else 0.62
         density = pale + (1 - pale) * rim + 0.35 * np.clip(grain, 0, None)
-        nucleoli = rng.integers(1, 3) if kind == "tumor" else int(rng.uniform() < 0.33)
+        nucleoli = rng.integers(1, 3) if kind == "tumor" else int(rng.uniform() < 0.5)
         for _ in range(nucleoli):
             ny, nx = rng.uniform(-0.4, 0.4) * a, rng.uniform(-0.4, 0.4) * a
             r2 = rng.uniform(1.3, 2.4)

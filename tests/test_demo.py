@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import tifffile
+import shapely
 from shapely import contains_xy
 
 from core.annotations import load_tumors
@@ -250,3 +251,62 @@ def test_tumor_pixels_are_nuclear_dense_inside_every_annotation(demo_cohort):
             inside = contains_xy(tumor, xx + 0.5, yy + 0.5)
             around = contains_xy(ring, xx + 0.5, yy + 0.5) & tissue
             assert nuclear[inside].mean() > 1.5 * nuclear[around].mean(), (row["slide"], nuclear[inside].mean(), nuclear[around].mean())
+
+
+def test_tissue_panel_next_to_real_stained_tissue():
+    """Full-resolution crops (level 0, 0.5 µm/px) of the default cohort's tumour (high and low
+    grade), mimics and an artefact next to scikit-image's real IHC crop, written to
+    test-artifacts/demo-tissue.png (the README's picture is a copy). Each crop is taken where
+    the plan says its subject is."""
+    from PIL import Image, ImageDraw
+    from skimage import data as skdata
+
+    from core.demo import SlideRenderer
+    from tests.browser_support import ARTIFACTS
+
+    plans = {p.name: p for p in _plans((24, 0, 6144))}
+    side = 512
+
+    def crop(plan, cx, cy):
+        renderer = SlideRenderer(plan)
+        x0 = int(min(max(cx - side // 2, 0), plan.width - side))
+        row0 = int(min(max(cy - side // 2, 0), plan.height - side)) // 256 * 256
+        strip = renderer.render_strip(row0, min(768, plan.height - row0))
+        top = int(min(max(cy - side // 2 - row0, 0), strip.shape[0] - side))
+        return strip[top : top + side, x0 : x0 + side], (x0, row0 + top)
+
+    def subject(plan, polygon):
+        point = polygon.representative_point()
+        return point.x, point.y
+
+    high = next(p for p in plans.values() if p.grade == "high" and "macro" in p.tumor_sizes)
+    low = next(p for p in plans.values() if p.grade == "low" and "macro" in p.tumor_sizes)
+    normal = next(p for p in plans.values() if p.label == "normal" and {"lymphoid", "hyperchromatic"} <= set(p.mimic_kinds))
+    folded = next(p for p in plans.values() if any(a.kind == "fold" for a in p.artefacts) and p.label == "normal")
+    fold = next(a for a in folded.artefacts if a.kind == "fold")
+    panels = []
+    for title, plan, (cx, cy), region in [
+        (f"tumour, high grade ({high.name})", high, subject(high, high.tumors[0]), high.tumors[0]),
+        (f"tumour, low grade ({low.name})", low, subject(low, low.tumors[0]), low.tumors[0]),
+        ("mimic: lymphoid aggregate", normal, subject(normal, normal.mimics[normal.mimic_kinds.index("lymphoid")]), None),
+        ("mimic: hyperchromatic benign", normal, subject(normal, normal.mimics[normal.mimic_kinds.index("hyperchromatic")]), None),
+        (f"artefact: tissue fold ({folded.name})", folded, fold.points[len(fold.points) // 2], None),
+    ]:
+        image, (x0, y0) = crop(plan, cx, cy)
+        if region is not None:  # the crop's centre is tumour
+            assert region.contains(shapely.Point(x0 + side / 2, y0 + side / 2)) or region.intersects(shapely.box(x0, y0, x0 + side, y0 + side))
+        panels.append((title + " - synthetic", image))
+    real = skdata.immunohistochemistry()[:side, :side]
+    panels.append(("real: scikit-image immunohistochemistry() crop", real))
+    label = 26
+    sheet = Image.new("RGB", (3 * side + 4 * 8, 2 * (side + label) + 3 * 8), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (title, image) in enumerate(panels):
+        x, y = 8 + (i % 3) * (side + 8), 8 + (i // 3) * (side + label + 8)
+        draw.text((x, y + 6), title, fill="black")
+        sheet.paste(Image.fromarray(np.ascontiguousarray(image)), (x, y + label))
+    ARTIFACTS.mkdir(exist_ok=True)
+    sheet.save(ARTIFACTS / "demo-tissue.png")
+    # Synthetic crops are H&E-like (pink and purple, red channel never dominated by green).
+    for title, image in panels[:5]:
+        assert image.mean() < 235, title  # tissue, not glass

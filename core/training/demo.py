@@ -121,7 +121,7 @@ def ensure_demo_model(
         progress: ``progress(done, total)`` of the current phase: demo slides written, then
             training steps.
     """
-    from core.demo import make_demo_cohort
+    from core.demo import cohort_in_progress, make_demo_cohort
     from core.training.loop import train
 
     target = Path(path) if path is not None else DEMO_MODEL_PATH
@@ -131,7 +131,7 @@ def ensure_demo_model(
     best = run / "best.pt"
     if not (best.is_file() and is_demo_model(best) and (run / "summary.json").is_file()):
         cohort = demo_dir() / "cohort.csv"
-        if not cohort.is_file():
+        if not cohort.is_file() or cohort_in_progress(demo_dir()):  # absent, or half-written: (re)generate
             log.info("generating the demo cohort in %s", demo_dir())
             make_demo_cohort(demo_dir(), progress=progress)
         config = demo_config(cohort=cohort, out=run)
