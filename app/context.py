@@ -252,15 +252,36 @@ def read_model_patch(loaded: "LoadedModel", path: str | Path, x: int, y: int, sl
     return read_patches(handle, np.array([x]), np.array([y]), plan)[0]
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+# A shared resource, not cached data: a rerun gets the same arrays back without unpickling
+# 100k rows (the pages only read them).
+@st.cache_resource(show_spinner=False, max_entries=16)
 def _predictions(db: str, run_id: int, n_done: int, finished: float | None):
     return _store(db).read_predictions(run_id)
 
 
-def predictions(run_id: int):
-    """Return a complete run's patch predictions, cached (a run's rows never change once complete)."""
-    run = store().run(run_id)
-    return _predictions(str(store().path), run_id, run.n_done, run.finished)
+def predictions(run_id: int, n_done: int | None = None):
+    """Return a complete run's patch predictions, shared and read-only (a run's rows never change once complete).
+
+    ``n_done`` (the run summary's count of rows, :func:`run_summaries`) saves the look-up of the run's record.
+    """
+    if n_done is None:
+        run = store().run(run_id)
+        return _predictions(str(store().path), run_id, run.n_done, run.finished)
+    return _predictions(str(store().path), run_id, int(n_done), None)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _grid(db: str, run_id: int, n_done: int):
+    from core.heatmap import probability_grid
+
+    rows = _predictions(db, run_id, n_done, None)
+    size0 = int(rows.width[0]) if len(rows) else 0
+    return probability_grid(rows.x, rows.y, rows.prob, size0)
+
+
+def probability_grid(run_id: int, n_done: int):
+    """Return the probability grid (core.heatmap.probability_grid) of a complete run, computed once per run."""
+    return _grid(str(store().path), run_id, int(n_done))
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,9 @@ def require_store() -> ResultStore:
 
 def model_caption(loaded: context.LoadedModel) -> str:
     """Return one line naming the model, marked as demo where it is."""
-    tag = " — demo, synthetic data" if loaded.is_demo else ""
+    # The demo model's own label already says it is a demo on synthetic data: say it once.
+    said = "demo" in loaded.label.lower() and "synthetic" in loaded.label.lower()
+    tag = " — demo, synthetic data" if loaded.is_demo and not said else ""
     tiling = loaded.tiling
     scale = f"{tiling.mpp:g} µm/px" if tiling.by_resolution else f"level {tiling.level}"
     return f"Model: {loaded.label}{tag} · id `{loaded.model_id}` · patches {tiling.patch_size} px at {scale}"

@@ -15,7 +15,7 @@ from core.cohort import SLIDE_SUFFIXES
 from core.deepzoom import max_zoom
 from core.errors import PathologyError
 from core.export import build_asap_xml, build_camelyon_csv, qupath_geojson_bytes, render_overview_png
-from core.heatmap import COLORMAPS, FADE_FROM, FADE_FULL, heatmap_over_thumbnail, probability_grid
+from core.heatmap import COLORMAPS, FADE_FROM, FADE_FULL, heatmap_over_thumbnail
 from core.slide_io import SUPPORTED_HINT
 from core.tiling import label_patches, slide_resolution
 
@@ -37,6 +37,11 @@ def status_of(summary: dict | None) -> str:
     if summary["status"] == "failed":
         return f"failed: {summary.get('message') or 'unknown reason'}"
     return summary["status"]
+
+
+def cohort_table_height(rows: int, row_px: int = 35, most: int = 20) -> int:
+    """Return the cohort table's height in CSS px: every row up to ``most``, then it scrolls (header and border included)."""
+    return row_px * (min(max(rows, 1), most) + 1) + 3
 
 
 def predict(name: str, path: str, progress=None) -> bool:
@@ -81,14 +86,20 @@ with st.container():
 
 table = context.cohort()
 summaries = context.run_summaries(loaded)
-table["max F(I)"] = [summaries.get(name, {}).get("max_prob") for name in table["slide"]]
+scores = [summaries.get(name, {}).get("max_prob") for name in table["slide"]]
+# Text cells, empty where there is nothing (never "None"): 0.xxx sorts as text in the same order as the numbers.
+table["max F(I)"] = ["" if m is None or np.isnan(m) else f"{m:.3f}" for m in np.asarray(scores, dtype=float)]
 table["status"] = [status_of(summaries.get(name)) for name in table["slide"]]
 table[f"decision at t={t:.2f}"] = [
-    "" if m is None or np.isnan(m) else ("cancer" if m >= t else "no cancer") for m in table["max F(I)"].astype(float)
+    "" if m is None or np.isnan(m) else ("cancer" if m >= t else "no cancer") for m in np.asarray(scores, dtype=float)
 ]
 table["mpp"] = [("" if m is None or pd.isna(m) else f"{float(m):g}") for m in table["mpp"]]
 table = table.rename(columns={"mpp": "mpp given"})  # what the user gave; empty: the slide's own metadata
-st.dataframe(table.drop(columns=["path"]), hide_index=True, width="stretch", height=260)
+shown = table.drop(columns=["path"]).fillna("")
+st.dataframe(
+    shown, hide_index=True, width="stretch", height=cohort_table_height(len(shown)),
+    column_config={"status": st.column_config.TextColumn("status", width="large")},
+)
 missing = [n for n, p, st_ in zip(table["slide"], table["path"], table["status"]) if p and st_ != "predicted"]
 if missing and st.button(f"Run the model on all {len(missing)} slides without predictions" if len(missing) > 1 else f"Run the model on the slide without predictions ({missing[0]})"):
     update, bar = widgets.progress_callback("Predicting the cohort: slide")
@@ -155,7 +166,7 @@ if summary is None or summary["status"] != "complete":
 if thumb is None:
     st.stop()
 
-predictions = context.predictions(summary["run_id"])
+predictions = context.predictions(summary["run_id"], summary["n_done"])
 size0 = int(predictions.width[0]) if len(predictions) else 0
 
 # -- the heatmap and the decision at t ------------------------------------------------------------
@@ -187,7 +198,7 @@ metrics[1].metric("Slide score max F(I)", f"{max_prob:.3f}")
 metrics[2].metric("Patches with F(I) ≥ t", f"{n_above} / {len(predictions)}")
 metrics[3].metric("Ground truth", row["label"] or "unknown")
 
-grid = probability_grid(predictions.x, predictions.y, predictions.prob, size0)
+grid = context.probability_grid(summary["run_id"], summary["n_done"])  # once per run, not per rerun
 centres_x = predictions.x + size0 / 2
 centres_y = predictions.y + size0 / 2
 selected_patch = st.session_state.get(state.SELECTED_PATCH)
