@@ -734,10 +734,12 @@ class SlideRenderer:
         dy, dx = np.mgrid[-half : half + 1, -half : half + 1]
         rr = rows[:, None, None] + dy[None]
         cc = cols[:, None, None] + dx[None]
-        ok = (rr >= 0) & (rr < canvas.shape[0]) & (cc >= 0) & (cc < canvas.shape[1])
+        # Only the nucleus itself, not its sprite's empty square: a square drawn over a
+        # neighbour would cut it along a straight line.
+        ok = (rr >= 0) & (rr < canvas.shape[0]) & (cc >= 0) & (cc < canvas.shape[1]) & (sprite > 0)[None]
         values = np.broadcast_to(sprite, rr.shape)[ok]
-        rr, cc = rr[ok], cc[ok]
-        canvas[rr, cc] = np.maximum(canvas[rr, cc], values)
+        # np.maximum.at: where nuclei overlap, the darker wins whatever the order.
+        np.maximum.at(canvas, (rr[ok], cc[ok]), values)
 
 
 def _downsample2(image: np.ndarray) -> np.ndarray:

@@ -310,3 +310,17 @@ def test_tissue_panel_next_to_real_stained_tissue():
     # Synthetic crops are H&E-like (pink and purple, red channel never dominated by green).
     for title, image in panels[:5]:
         assert image.mean() < 235, title  # tissue, not glass
+
+
+def test_overlapping_nuclei_are_not_cut_by_each_other():
+    """Two nuclei of one sprite stamped in one call: each keeps its whole outline (the darker
+    wins where they overlap); the sprite's empty square never cuts a neighbour."""
+    from core.demo import SlideRenderer, _nucleus
+
+    sprite = _nucleus(np.random.default_rng(0), "tumor")
+    together = np.zeros((80, 80), dtype=np.float32)
+    SlideRenderer._stamp(together, sprite, np.array([40, 44]), np.array([34, 46]))
+    apart = [np.zeros((80, 80), dtype=np.float32) for _ in range(2)]
+    SlideRenderer._stamp(apart[0], sprite, np.array([40]), np.array([34]))
+    SlideRenderer._stamp(apart[1], sprite, np.array([44]), np.array([46]))
+    np.testing.assert_array_equal(together, np.maximum(*apart))
