@@ -81,11 +81,11 @@ def test_pages_render_and_viewer_zooms(server):
         page.locator('[data-testid="stMain"] input[type=file]').first.set_input_files(
             files=[{"name": "broken.svs", "mimeType": "application/octet-stream", "buffer": b"II*\x00" + bytes(2000)}]
         )
-        page.get_by_text(re.compile("broken.svs: .*(OpenSlide can read|damaged|unsupported)")).wait_for(timeout=60_000)
+        page.get_by_text(re.compile("broken.svs[: ].*(OpenSlide can read|damaged|unsupported)")).wait_for(timeout=60_000)
         page.locator('[data-testid="stSidebar"] input[type=file]').first.set_input_files(
             files=[{"name": "not-a-model.pt", "mimeType": "application/octet-stream", "buffer": b"this is not a checkpoint"}]
         )
-        page.get_by_text(re.compile("not-a-model.pt: .*(corrupt|not a PyTorch)")).wait_for(timeout=60_000)
+        page.get_by_text(re.compile("not-a-model.pt[:' ].*(corrupt|not a PyTorch)")).wait_for(timeout=60_000)
         assert page.locator('[data-testid="stException"]').count() == 0
         page.screenshot(path=str(ARTIFACTS / "review-bad-uploads.png"))
 
