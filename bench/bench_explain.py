@@ -220,10 +220,16 @@ def bench_floor(model, label: str, patch: np.ndarray, reps: int) -> dict:
     print(f"\n{label}: forward-only explanations in {precision} (the app's 'auto'), best of {reps}; "
           "wall s / CPU s; ratio = after / floor")
     best = {}
+    warm_ups = {  # small runs of each path: first-call costs (imports, oneDNN primitives of the batch shapes) out of the figures
+        "occlusion": lambda: (occlusion_before(model, patch, size, size, occ["batch_size"], precision),
+                              explain_patch(model, patch, "occlusion", window=size, stride=size, precision=precision)),
+        "LIME": lambda: (lime_before(model, patch, 2 * lime["batch_size"], lime["batch_size"], precision),
+                         explain_patch(model, patch, "lime", n_samples=2 * lime["batch_size"], precision=precision)),
+    }
     for name, (n, batch, before, after) in cases.items():
         floor = floor_run(model, size, n, batch, precision)
-        floor()  # warm-up: oneDNN primitives for these shapes
-        after(precision)
+        floor_run(model, size, batch + 1, batch, precision)()  # warm-up: a full batch and a last one of another size
+        warm_ups[name]()
         figures = {"floor": [], "before": [], "after": []}
         for _ in range(reps):  # interleaved: the three see the same machine
             figures["floor"].append(clocked(floor)[:2])
