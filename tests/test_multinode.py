@@ -330,7 +330,7 @@ def test_two_nodes_predict_equals_one_process_even_after_a_node_is_killed(demo_c
     command = node_command(free_port(), 2, 1, [str(script), *predict_args(checkpoint)])
 
     # Run 1: node B is killed (SIGKILL: its agent and its worker) once it has committed some
-    # work; node A's rank fails at the gather at once (no hang), with one error line.
+    # work; node A's job fails by itself within seconds (no hang).
     os.environ["SLOW_FORWARD_S"] = "0.3"
     try:
         a = start_node(nodes[0], command)
@@ -340,7 +340,7 @@ def test_two_nodes_predict_equals_one_process_even_after_a_node_is_killed(demo_c
         deadline = time.monotonic() + 240
         while rows_in(shard_b) == 0 and b.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert b.poll() is None, "node B finished before it could be killed"
+        assert b.poll() is None, "node B finished before it could be killed: " + (nodes[1] / "node.log").read_text()[-3000:]
         kill_node(b)
         try:
             status = a.wait(timeout=180)
@@ -351,7 +351,12 @@ def test_two_nodes_predict_equals_one_process_even_after_a_node_is_killed(demo_c
         os.environ.pop("SLOW_FORWARD_S", None)
     killed_rows = rows_in(shard_b)
     assert killed_rows > 0
-    assert status != 0 and "error: another rank stopped while" in (nodes[0] / "node.log").read_text()
+    # Node A ends by itself, failed: its rank reports the stopped peer in one line at the gather,
+    # unless B's agent hosted the rendezvous store (whichever agent bound the port first on this
+    # one host), in which case A's agent stops A's worker before it gets there.
+    log_a = (nodes[0] / "node.log").read_text()
+    assert status != 0, log_a[-4000:]
+    assert "error: another rank stopped while" in log_a or "RendezvousConnectionError" in log_a or "SIGTERM" in log_a, log_a[-4000:]
     # Rank 0 merged its own store before it waited for B's: what is there is complete, and B's
     # slides are not.
     for node in nodes:
