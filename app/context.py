@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from app import state
 from core.annotations import load_tumors
@@ -46,7 +47,8 @@ def _uploads() -> UploadStore:
 def upload_dir() -> Path:
     """Return this session's private folder for uploaded files (created on first use, in this server's folder)."""
     if state.UPLOAD_DIR not in st.session_state or not Path(st.session_state[state.UPLOAD_DIR]).is_dir():
-        st.session_state[state.UPLOAD_DIR] = str(_uploads().new_session())
+        ctx = get_script_run_ctx()  # named by the session, so the server can remove it when the session ends
+        st.session_state[state.UPLOAD_DIR] = str(_uploads().new_session(ctx.session_id if ctx else None))
     return Path(st.session_state[state.UPLOAD_DIR])
 
 

@@ -219,7 +219,14 @@ def set_nodelay_on_listening_sockets() -> int:
 
 @contextlib.asynccontextmanager
 async def lifespan(_app):
-    """Server start-up: remove Nagle's delay from tile responses."""
+    """The server's life: remove Nagle's delay from tile responses; release closed sessions' uploads meanwhile."""
+    import os
+
+    from app import housekeeping
+    from core.uploads import UploadStore
+
     changed = set_nodelay_on_listening_sockets()
     log.info("TCP_NODELAY set on %d listening socket(s)", changed)
-    yield {}
+    interval = float(os.environ.get("PATHEX_HOUSEKEEPING_S", housekeeping.INTERVAL_S))
+    async with housekeeping.running(UploadStore().folder, interval):
+        yield {}

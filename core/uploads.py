@@ -80,12 +80,16 @@ def _newest_mtime(folder: Path) -> float:
     return newest
 
 
+#: One value per process, so every UploadStore of a server names the same server folder.
+_PROCESS_STARTED = int(time.time())
+
+
 class UploadStore:
     """The uploads of one server process: session folders under its own server folder."""
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else upload_root()
-        self.folder = self.root / f"server-{os.getpid()}-{int(time.time())}"
+        self.folder = self.root / f"server-{os.getpid()}-{_PROCESS_STARTED}"
 
     def sweep(self, now: float | None = None) -> int:
         """Remove the folders of servers that no longer run and session folders older than the max age; return how many."""
@@ -113,10 +117,15 @@ class UploadStore:
             log.info("upload sweep: removed %d folder(s) under %s", removed, self.root)
         return removed
 
-    def new_session(self) -> Path:
-        """Return a new, empty, private folder for one browser session's uploads."""
-        folder = self.folder / secrets.token_hex(8)
-        folder.mkdir(parents=True, mode=0o700)
+    def new_session(self, session_id: str | None = None) -> Path:
+        """Return a new, empty, private folder for one browser session's uploads.
+
+        Named by the server's ``session_id`` when given (so the server can remove it once the
+        session is gone, app.housekeeping), else by a random name.
+        """
+        name = session_id if session_id and re.fullmatch(r"[A-Za-z0-9-]{1,64}", session_id) else None
+        folder = self.folder / (name or secrets.token_hex(8))
+        folder.mkdir(parents=True, mode=0o700, exist_ok=True)
         return folder
 
     def used_bytes(self) -> int:

@@ -36,17 +36,29 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def app_server(data: Path, log_path: Path, extra_dirs: tuple[Path, ...] = ()) -> Iterator[str]:
-    """Run ``streamlit run app/main.py`` on ``data`` (as its demo folder) and ``extra_dirs``; yield its URL."""
+def app_server(
+    data: Path, log_path: Path, extra_dirs: tuple[Path, ...] = (), *, session_ttl_s: int | None = None, housekeeping_s: float | None = None,
+) -> Iterator[str]:
+    """Run ``streamlit run app/main.py`` on ``data`` (as its demo folder) and ``extra_dirs``; yield its URL.
+
+    Uploads go to ``log_path.parent / "uploads"``. ``session_ttl_s`` (how long a closed tab's
+    session is kept for a reload) and ``housekeeping_s`` (how often the app releases closed
+    sessions' uploads) shorten the server's defaults, for tests that watch a session end.
+    """
     port = free_port()
     env = {
         **os.environ, "PATHEX_DEMO_DIR": str(data), "PATHEX_NO_DEMO_TRAINING": "1",
         "PATHEX_DATA_DIRS": os.pathsep.join(str(d) for d in extra_dirs),
         "PATHEX_UPLOAD_DIR": str(log_path.parent / "uploads"),
     }
+    extra = []
+    if session_ttl_s is not None:
+        extra += ["--server.disconnectedSessionTTL", str(session_ttl_s)]
+    if housekeeping_s is not None:
+        env["PATHEX_HOUSEKEEPING_S"] = str(housekeeping_s)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port), "--server.headless", "true"],
+            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port), "--server.headless", "true", *extra],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
         url = f"http://localhost:{port}"

@@ -31,11 +31,23 @@ def own_folder(tmp_path_factory) -> Path:
     return data
 
 
+UPLOADS: dict[str, Path] = {}
+
+
+def session_folders() -> list[Path]:
+    """Return the upload folders of browser sessions under the server's upload folder."""
+    root = UPLOADS["root"]
+    return [f for server in root.glob("server-*") for f in server.iterdir() if f.is_dir()] if root.is_dir() else []
+
+
 @pytest.fixture(scope="module")
 def server(app_cohort, own_folder, tmp_path_factory):
     """The app with the small demo cohort as its demo folder and the slides-only folder beside it."""
     require_browser()
-    with app_server(app_cohort, tmp_path_factory.mktemp("log") / "server.log", (own_folder,)) as url:
+    logs = tmp_path_factory.mktemp("log")
+    UPLOADS["root"] = logs / "uploads"
+    # A closed tab's session is dropped after 2 s and its uploads released within 2 s more.
+    with app_server(app_cohort, logs / "server.log", (own_folder,), session_ttl_s=2, housekeeping_s=2) as url:
         yield url
 
 
@@ -166,5 +178,13 @@ def test_own_slides_and_uploads_end_to_end(server, own_folder, shared_slides, ih
         page.get_by_role("button", name="Retry the model on unreadable").wait_for(timeout=30_000)
         assert_no_exception(page, "after the failed run")
         page.screenshot(path=str(ARTIFACTS / "upload-unreadable.png"), full_page=True)
+        held = session_folders()
+        assert held and sum(f.stat().st_size for d in held for f in d.rglob("*") if f.is_file()) > 0
         browser.close()
+    # The tab is closed: once the server drops its session, its uploads leave the disk (app.housekeeping).
+    for _ in range(60):
+        if not session_folders():
+            break
+        time.sleep(0.5)
+    assert not session_folders(), f"a closed session's uploads stayed on disk: {session_folders()}"
     print("upload to selected patch, s:", {k: round(v, 1) for k, v in timings.items()})

@@ -55,3 +55,13 @@ def test_the_sweep_removes_gone_servers_and_old_sessions(tmp_path, monkeypatch):
     unrelated.mkdir()
     assert store.sweep() == 2
     assert not gone.exists() and not old.exists() and fresh.is_dir() and unrelated.is_dir()
+
+
+def test_session_folders_are_named_by_the_session_id_when_it_is_safe(tmp_path):
+    store = UploadStore(tmp_path)
+    assert store.new_session("0b7c1a52-9f7e-4c1e-8d7a-2f1f3c9e0a11").name == "0b7c1a52-9f7e-4c1e-8d7a-2f1f3c9e0a11"
+    assert store.new_session("0b7c1a52-9f7e-4c1e-8d7a-2f1f3c9e0a11") == store.folder / "0b7c1a52-9f7e-4c1e-8d7a-2f1f3c9e0a11"
+    for unsafe in ("../escape", "a/b", "", None, "x" * 65):
+        folder = store.new_session(unsafe)
+        assert folder.parent == store.folder and len(folder.name) == 16  # a random name instead
+    assert UploadStore(tmp_path).folder == store.folder  # one server folder per process
