@@ -29,6 +29,9 @@ def run_frame() -> None:
 
     ensure_demo_cohort()  # on first start: written in the background, slide by slide
     ensure_demo_model()
+    from app import links
+
+    links.apply_once()  # a reload or an opened link: its slide, view, t and patch (before the widgets)
     # Streamlit forgets a widget's value when a run (e.g. after st.switch_page) does not draw it;
     # writing the values back makes them plain session state, so the sidebar's choices, the
     # slide on Review and its viewer settings stay what the user chose, whatever page they visit.

@@ -19,7 +19,9 @@ FADE_LOW = "fade_low_probabilities"
 OVERVIEW_CHART = "overview_chart"
 EVAL_MODE = "evaluation_mode"
 VIEW_MODE = "view_mode"
-VIEW_FOCUS = "view_focus"  # (slide, level-0 x, level-0 y, nonce): the viewer centres there at full resolution once per nonce
+VIEW_FOCUS = "view_focus"  # (slide, level-0 x, level-0 y, nonce[, zoom]): the viewer centres there (at full resolution, or zoom) once per nonce
+LINK_APPLIED = "link_applied"  # the URL's slide, view, t and patch were taken into this session (app/links.py)
+LINK_PATCH = "link_patch"  # (slide, level-0 x, level-0 y): the patch a link selects once its slide's predictions are read
 SLIDE_VIEWER = "slide_viewer"  # the deep-zoom viewer component's key (one for every slide: its view lives across reruns)
 
 DEFAULT_THRESHOLD = 0.5

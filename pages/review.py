@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import context, navigation, state, tile_server, widgets
+from app import context, links, navigation, state, tile_server, widgets
 from app.figures import colorbar_html, slide_overview_figure
 from app.viewer import patches_at, slide_viewer, viewer_data
 from core.cohort import SLIDE_SUFFIXES
@@ -169,6 +169,17 @@ if thumb is None:
 predictions = context.predictions(summary["run_id"], summary["n_done"])
 size0 = int(predictions.width[0]) if len(predictions) else 0
 
+
+def select_patch(index: int, count: int = 1) -> None:
+    """Make patch ``index`` the selected one (its record in session state, as Explain reads it)."""
+    st.session_state[state.SELECTED_PATCH] = {
+        "slide": name, "path": str(slide.path), "x": int(predictions.x[index]), "y": int(predictions.y[index]),
+        "size0": size0, "slide_mpp": context.given_mpp(name), "prob": float(predictions.prob[index]),
+    }
+    st.session_state[state.SELECTION_COUNT] = count
+
+
+
 # -- the heatmap and the decision at t ------------------------------------------------------------
 controls = st.columns([1, 1, 1, 1, 1])
 # Defaults as session state (not value=): the frame keeps these keys across pages (app/main.py).
@@ -201,6 +212,11 @@ metrics[3].metric("Ground truth", row["label"] or "unknown")
 grid = context.probability_grid(summary["run_id"], summary["n_done"])  # once per run, not per rerun
 centres_x = predictions.x + size0 / 2
 centres_y = predictions.y + size0 / 2
+linked = links.pending_patch(name)
+if linked is not None:  # a link's patch: selected once this slide's predictions are read
+    hit = np.nonzero((predictions.x == linked[0]) & (predictions.y == linked[1]))[0]
+    if hit.size:
+        select_patch(int(hit[0]))
 selected_patch = st.session_state.get(state.SELECTED_PATCH)
 selected_index = None
 if selected_patch and selected_patch.get("slide") == name:
@@ -209,15 +225,6 @@ if selected_patch and selected_patch.get("slide") == name:
 view_cols = st.columns([2, 1])
 with view_cols[0]:
     view = st.segmented_control("View", ["Deep zoom", "Overview"], key=state.VIEW_MODE) or "Deep zoom"
-
-
-def select_patch(index: int, count: int = 1) -> None:
-    """Make patch ``index`` the selected one (its record in session state, as Explain reads it)."""
-    st.session_state[state.SELECTED_PATCH] = {
-        "slide": name, "path": str(slide.path), "x": int(predictions.x[index]), "y": int(predictions.y[index]),
-        "size0": size0, "slide_mpp": context.given_mpp(name), "prob": float(predictions.prob[index]),
-    }
-    st.session_state[state.SELECTION_COUNT] = count
 
 
 def focus_on(x: float, y: float) -> None:
@@ -233,7 +240,7 @@ if len(predictions) and view_cols[1].button("Go to the most suspicious patch", h
     focus_on(centres_x[best], centres_y[best])
     selected_patch, selected_index = st.session_state[state.SELECTED_PATCH], best
 focus = st.session_state.get(state.VIEW_FOCUS)
-focus = (focus[3], focus[1], focus[2]) if focus and focus[0] == name and len(focus) == 4 else None
+focus = (focus[3], focus[1], focus[2], *focus[4:]) if focus and focus[0] == name and len(focus) in (4, 5) else None
 chosen: list[int] = []
 if view == "Deep zoom":
     slide_token = tile_server.register_slide(slide.path)
@@ -284,6 +291,14 @@ if chosen:
         # which keys the chart by its figure, starts from a fresh selection, so the next one counts.
         select_patch(best, len(chosen))
         st.rerun()
+# The URL says where we are (app/links.py): a reload or a sent link opens the same place.
+on_slide = selected_patch if selected_patch and selected_patch.get("slide") == name else None
+if st.query_params.get(links.SLIDE) not in (None, name):  # another slide: its view is not this one's
+    links.write(**{links.VIEW_X: None, links.VIEW_Y: None, links.ZOOM: None})
+links.write(**{
+    links.SLIDE: name, links.T: f"{t:.2f}", links.PATCH_X: str(on_slide["x"]) if on_slide else None,
+    links.PATCH_Y: str(on_slide["y"]) if on_slide else None,
+})
 count = st.session_state.get(state.SELECTION_COUNT, 1)
 if selected_patch and selected_patch.get("slide") == name and count > 1:
     st.caption(f"{count} patches selected; showing the one with the highest F(I).")

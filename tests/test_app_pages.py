@@ -195,3 +195,65 @@ def test_review_keeps_results_stored_before_the_checkpoint_recorded_its_resoluti
     with ResultStore(folder / "results.sqlite") as store:
         [run] = store.runs()
         assert run.id == old.run.id and run.params["tiling"]["mpp"] == 1.0  # the same run, re-keyed
+
+
+def test_a_link_reopens_slide_t_patch_and_view_and_review_writes_its_place(app, predicted):
+    from core.model import load_checkpoint
+    from core.store import ResultStore
+
+    _, meta = load_checkpoint(predicted / "models" / "test-tiny.pt")
+    with ResultStore(predicted / "results.sqlite") as store:
+        [run] = [r for r in store.runs(model_id=meta["model_id"], status="complete") if store.slide(r.slide_id).name == "demo_002"]
+        rows = store.read_predictions(run.id)
+    px, py, prob = int(rows.x[len(rows) // 2]), int(rows.y[len(rows) // 2]), float(rows.prob[len(rows) // 2])
+    app.query_params.update({"slide": "demo_002", "t": "0.37", "px": str(px), "py": str(py), "x": "300", "y": "250", "zoom": "0.5"})
+    at = choose_test_model(app.run())
+    assert not at.exception, at.exception
+    assert at.sidebar.slider[0].value == 0.37
+    assert at.selectbox(key="selected_slide").value == "demo_002"
+    assert metric(at, "Decision at t = 0.37")
+    picked = at.session_state["selected_patch"]
+    assert (picked["slide"], picked["x"], picked["y"]) == ("demo_002", px, py)
+    assert float(metric(at, "F(I), probability")) == pytest.approx(prob, abs=1e-3)
+    assert at.session_state["view_focus"][0] == "demo_002" and at.session_state["view_focus"][4] == 0.5
+    # The page writes its place back: the URL names the slide, t and the patch.
+    assert {k: at.query_params[k] for k in ("slide", "t", "px", "py")} in (
+        {"slide": "demo_002", "t": "0.37", "px": str(px), "py": str(py)},
+        {"slide": ["demo_002"], "t": ["0.37"], "px": [str(px)], "py": [str(py)]},
+    )
+    # A link that does not parse changes nothing and breaks nothing.
+    at2 = AppTest.from_file(MAIN, default_timeout=120)
+    at2.query_params.update({"slide": "no-such-slide", "t": "nan", "px": "x", "zoom": "-1"})
+    at2 = choose_test_model(at2.run())
+    assert not at2.exception, at2.exception
+    assert at2.sidebar.slider[0].value == 0.5
+
+
+def test_cached_grid_and_predictions_equal_a_fresh_read(predicted):
+    """The per-run caches (app.context) give what a fresh SQLite read and core.heatmap compute."""
+    import numpy as np
+
+    from app import context
+    from core.heatmap import probability_grid
+    from core.store import ResultStore
+
+    db = str(predicted / "results.sqlite")
+    with ResultStore(db) as store:
+        for run in store.runs(status="complete"):
+            fresh = store.read_predictions(run.id)
+            shared = context._predictions(db, run.id, run.n_done, None)
+            assert np.array_equal(shared.x, fresh.x) and np.array_equal(shared.prob, fresh.prob)
+            grid = context._grid(db, run.id, run.n_done)
+            direct = probability_grid(fresh.x, fresh.y, fresh.prob, int(fresh.width[0]))
+            assert np.array_equal(grid.values, direct.values, equal_nan=True)
+            assert (grid.x0, grid.y0, grid.step0) == (direct.x0, direct.y0, direct.step0)
+
+
+def test_review_table_and_caption(app, predicted):
+    at = choose_test_model(app.run())
+    table = at.dataframe[0].value
+    assert "None" not in table.astype(str).to_numpy().ravel().tolist()
+    assert set(table["max F(I)"]) - {""} and all(v == "" or 0 <= float(v) <= 1 for v in table["max F(I)"])
+    at.sidebar.selectbox[1].select(next(o for o in at.sidebar.selectbox[1].options if o.startswith("Demo model"))).run()
+    model_line = at.caption[0].value
+    assert model_line.lower().count("synthetic data") == 1, model_line

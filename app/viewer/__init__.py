@@ -54,7 +54,7 @@ def viewer_data(
     opacity: float = 0.6,
     selected: tuple[float, float, float] | None = None,
     tumors: list | None = None,
-    focus: tuple[str, float, float] | None = None,
+    focus: tuple | None = None,
     height: int = DEFAULT_HEIGHT,
 ) -> dict:
     """Return the JSON the viewer draws.
@@ -68,7 +68,8 @@ def viewer_data(
         opacity: the overlay's opacity in [0, 1].
         selected: (x, y, side) of the selected patch in level-0 px (top-left corner), drawn as its outline.
         tumors: shapely polygons in level-0 px, drawn as outlines.
-        focus: (nonce, x, y): centre level-0 (x, y) at full resolution once per nonce.
+        focus: (nonce, x, y[, zoom]): centre level-0 (x, y) once per nonce, at ``zoom`` screen px per
+            level-0 px (default 1: full resolution).
         height: the viewer's height in CSS pixels.
     """
     rings: list[list[list[float]]] = []
@@ -83,7 +84,7 @@ def viewer_data(
         "overlay": None if overlay_tiles is None else {"token": overlay_token, "tiles": overlay_tiles, "opacity": float(opacity)},
         "selected": None if selected is None else {"x": float(selected[0]), "y": float(selected[1]), "size": float(selected[2])},
         "tumors": rings,
-        "focus": None if focus is None else {"nonce": str(focus[0]), "x": float(focus[1]), "y": float(focus[2]), "zoom": 1.0},
+        "focus": None if focus is None else {"nonce": str(focus[0]), "x": float(focus[1]), "y": float(focus[2]), "zoom": float(focus[3]) if len(focus) > 3 else 1.0},
         "height": int(height),
     }
 

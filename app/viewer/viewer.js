@@ -232,6 +232,9 @@ class SlideViewer {
       this.focusNonce = focus.nonce;
     }
     this.drawScale();
+    // After a rerun (Python may have rewritten the query string) and once a new slide is fitted.
+    if (opened) setTimeout(() => this.writeUrlView(), 0);
+    else this.writeUrlView();
   }
 
   setOverlay(spec) {
@@ -389,6 +392,22 @@ class SlideViewer {
     try {
       sessionStorage.setItem(VIEW_STORE + this.slide.token, JSON.stringify(this.view()));
     } catch (e) { /* storage full or denied: the view is only not restored */ }
+    this.writeUrlView();
+  }
+
+  // The page's URL holds the view (x, y: centre in level-0 px; zoom: screen px per level-0 px),
+  // beside what Python writes there (slide, t, patch: app/links.py), so a reload or a sent link
+  // reopens this field of view. Streamlit hands the browser's query string to every run.
+  writeUrlView() {
+    if (!this.slide || !this.viewer || !this.viewer.world.getItemCount()) return;
+    try {
+      const v = this.view();
+      const url = new URL(window.location.href);
+      url.searchParams.set("x", String(Math.round(v.x)));
+      url.searchParams.set("y", String(Math.round(v.y)));
+      url.searchParams.set("zoom", String(Number(v.zoom.toPrecision(4))));
+      if (url.href !== window.location.href) window.history.replaceState(window.history.state, "", url.href);
+    } catch (e) { /* a sandboxed page may refuse: the link then only lacks the view */ }
   }
 
   loadView() {

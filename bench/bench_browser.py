@@ -1,0 +1,452 @@
+"""Benchmark: speed as a person feels it in the browser, interaction by interaction.
+
+A real server (127.0.0.1) and headless Debian Chromium (Playwright, /usr/bin/chromium) on a
+cohort with one slide of 100,000 patch predictions (written straight into the store, as
+bench_review.py / bench_viewer.py do), two small predicted slides and a few small slides without
+predictions (for "Run the model"). For each interaction: the time from the input event to the
+new result drawn and the page settled (no script running, no stale element), median and max of
+``--reps`` repetitions, printed with its target and beside it the AppTest rerun time of the same
+interaction (the script's part alone; "-" where AppTest cannot play it).
+
+    python bench/bench_browser.py                                  # this tree
+    git worktree add /tmp/before <commit> && python bench/bench_browser.py --tree /tmp/before   # another tree, same fixture
+
+Bounded: every wait has a timeout, the server is stopped at the end. The machine is shared:
+the load average is printed before and after; compare runs made back to back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PATCH = 64  # level-0 px; the big slide's grid (20,480 px square: 102,400 patches, 100,000 kept)
+SETTLED = """!document.querySelector('[data-testid="stStatusWidget"]') && !document.querySelector('[data-stale="true"]')"""
+# The viewer has drawn the overlay it was last given (and the slide under it).
+VIEWER_DRAWN = """(() => { const v = window.pathexViewer; return !!(v && v.viewer && v.overlay && !v.pendingOverlay
+    && v.overlayDrawn.token === v.overlayRequested.token && v.viewer.world.getItemCount() >= 2
+    && v.viewer.world.getItemAt(0).getFullyLoaded()); })()"""
+TO_PAGE = """([x, y]) => { const v = window.pathexViewer, r = v.stage.getBoundingClientRect();
+    const p = v.item().imageToViewerElementCoordinates(new OpenSeadragon.Point(x, y)); return [r.x + p.x, r.y + p.y]; }"""
+SELECTED = """() => { const r = document.querySelector('[data-testid="pathexSelected"]');
+    return r ? `${r.getAttribute('x')},${r.getAttribute('y')}` : ''; }"""
+PAGES = ["Review", "Threshold tuning", "Explain", "Network", "CNN basics", "Training"]
+TIMEOUT_MS = 180_000
+
+
+# -- the fixture -------------------------------------------------------------------------------
+def small_slide(path: Path, seed: int) -> None:
+    """A 2048 x 1536 pyramidal TIFF (0.5 µm/px) with a textured tissue block, different per seed."""
+    import numpy as np
+    import tifffile
+
+    rng = np.random.default_rng(seed)
+    image = np.full((1536, 2048, 3), 250, np.uint8)
+    x0, y0 = 300 + 40 * seed % 400, 200 + 30 * seed % 300
+    image[y0 : y0 + 900, x0 : x0 + 1200] = np.clip(np.array([220, 140, 190]) + rng.integers(-25, 26, (900, 1200, 1)), 0, 255)
+    with tifffile.TiffWriter(path) as tif:
+        level = image
+        for i in range(3):
+            res = 1e4 / (0.5 * 2**i)
+            tif.write(level, photometric="rgb", tile=(128, 128), compression="zlib", subfiletype=1 if i else 0,
+                      resolution=(res, res), resolutionunit="CENTIMETER", metadata=None)
+            level = level[::2, ::2]
+
+
+def prepare(folder: Path, big_source: Path, n_fresh: int) -> dict:
+    """Write the data folder; return what the measurements need (slide names, the big slide's predictions)."""
+    import numpy as np
+    import torch
+
+    from core.model import build_model, save_checkpoint
+    from core.slide_io import open_slide
+    from core.store import ResultStore
+    from core.tiling import TilingParams, grid_corners
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    (folder / "slides").mkdir(parents=True)
+    (folder / "models").mkdir()
+    (folder / "annotations").mkdir()
+    big = folder / "slides" / "big.tiff"
+    try:
+        os.link(big_source, big)
+    except OSError:
+        shutil.copy(big_source, big)
+    smalls = ["small_a", "small_b"]
+    fresh = [f"fresh_{i}" for i in range(n_fresh)]
+    for i, name in enumerate(smalls + fresh):
+        small_slide(folder / "slides" / f"{name}.tiff", i + 1)
+    rows = ["slide,label,split", "big,tumor,test", "small_a,normal,test", "small_b,tumor,test"] + [f"{n},normal,test" for n in fresh]
+    (folder / "cohort.csv").write_text("\n".join(rows) + "\n")
+    torch.manual_seed(0)
+    meta = {"patch_size": PATCH, "level": 0, "label": "bench"}
+    model_id = save_checkpoint(folder / "models" / "bench-tiny.pt", build_model("tiny"), meta)
+    rng = np.random.default_rng(0)
+    out = {}
+    with ResultStore(folder / "results.sqlite") as store:
+        store.register_model(model_id, arch="tiny", metadata=meta)
+        for name, limit in [("big", 100_000), ("small_a", 10**9), ("small_b", 10**9)]:
+            path = folder / "slides" / f"{name}.tiff"
+            slide = open_slide(path)
+            x, y, size0 = grid_corners(slide.dimensions, 1.0, PATCH, PATCH)
+            keep = np.sort(rng.choice(x.size, size=min(limit, x.size), replace=False))
+            x, y = x[keep], y[keep]
+            w, h = slide.dimensions
+            # A smooth field with one hot spot (F(I) 0.1 .. 1): every t step changes the outlines.
+            prob = np.clip(0.1 + 0.9 * np.exp(-(((x - w / 2) / (w / 5)) ** 2 + ((y - h / 2) / (h / 6)) ** 2)) + rng.normal(0, 0.03, x.size), 0, 1)
+            record = store.register_slide(path, width=w, height=h, mpp=slide.mpp)
+            run = store.get_or_create_run(record.id, model_id, {"tiling": TilingParams(level=0, patch_size=PATCH).to_dict()})
+            store.set_total(run.id, x.size)
+            store.add_predictions(run.id, x, y, size0, size0, prob)
+            store.finish_run(run.id)
+            out[name] = {"x": x, "y": y, "prob": prob, "size0": int(size0), "dims": (w, h)}
+    # The big slide's tumour: the hot spot, as a GeoJSON polygon (level-0 px), so FROC has a tumour to find.
+    w, h = out["big"]["dims"]
+    ring = [[w * 0.42, h * 0.43], [w * 0.58, h * 0.43], [w * 0.58, h * 0.57], [w * 0.42, h * 0.57], [w * 0.42, h * 0.43]]
+    (folder / "annotations" / "big.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"classification": {"name": "Tumor"}}, "geometry": {"type": "Polygon", "coordinates": [ring]}}]}))
+    return {"big": out["big"], "small_a": out["small_a"], "fresh": fresh, "model_id": model_id}
+
+
+def serve(tree: Path, data: Path, port: int, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PATHEX_DEMO_DIR": str(data), "PATHEX_NO_DEMO_TRAINING": "1", "PATHEX_UPLOAD_DIR": str(data.parent / "uploads")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--server.headless", "true"],
+        cwd=tree, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
+            return proc
+        except OSError:
+            time.sleep(0.5)
+    proc.terminate()
+    sys.exit(f"the server did not start (log {log})")
+
+
+# -- the browser -------------------------------------------------------------------------------
+class Felt:
+    """Times interactions in one page: input event to a condition (JS expression) true and the page settled."""
+
+    def __init__(self, page):
+        self.page = page
+
+    def now(self) -> float:
+        return self.page.evaluate("() => performance.now()")
+
+    def until(self, condition: str, start: float, timeout: int = TIMEOUT_MS) -> float:
+        """Wait (each animation frame) until ``condition`` holds on a settled page; return seconds since ``start``."""
+        try:
+            self.page.wait_for_function(
+                f"() => {{ if (({condition}) && {SETTLED}) {{ window.__benchDone = performance.now(); return true; }} return false; }}",
+                timeout=timeout, polling="raf",
+            )
+        except Exception:
+            shot = ROOT / "bench" / "out" / "browser" / "timeout.png"
+            self.page.screenshot(path=str(shot), full_page=True)
+            print(f"timed out waiting for {condition[:200]} (screenshot {shot})", flush=True)
+            raise
+        return (self.page.evaluate("() => window.__benchDone") - start) / 1000
+
+    def settle(self) -> None:
+        self.page.wait_for_timeout(300)
+        self.page.wait_for_function(f"() => {SETTLED}", timeout=TIMEOUT_MS)
+        self.page.wait_for_timeout(300)
+
+    def main_text(self, text: str) -> str:
+        return f"(document.querySelector('[data-testid=\"stMain\"]') || document.body).innerText.includes({json.dumps(text)})"
+
+    def goto_page(self, title: str) -> None:
+        self.page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True).first.click()
+        self.page.get_by_role("heading", name=title).first.wait_for(timeout=TIMEOUT_MS)
+        self.settle()
+
+    def show_slide(self, name: str) -> None:
+        """Choose a predicted slide on Review and wait for the viewer to draw it (a new slide token)."""
+        old = self.page.evaluate("() => window.pathexViewer && window.pathexViewer.slide ? window.pathexViewer.slide.token : null")
+        self.select("Slide", name)
+        self.until(f"window.pathexViewer && window.pathexViewer.slide && window.pathexViewer.slide.token !== {json.dumps(old)} && {VIEWER_DRAWN}", self.now())
+
+    def select(self, label: str, option: str, sidebar: bool = False) -> None:
+        where = "stSidebar" if sidebar else "stMain"
+        box = self.page.locator(f'[data-testid="{where}"] [data-testid="stSelectbox"]').filter(has_text=label).first
+        box.click()
+        self.page.get_by_role("option", name=option, exact=True).click()
+
+
+def heading(title: str) -> str:
+    return f"[...document.querySelectorAll('h1')].some(h => h.innerText.trim() === {json.dumps(title)})"
+
+
+def page_ready(title: str) -> str:
+    """A page's own result drawn: Review its viewer, Threshold tuning its FROC chart, the others their heading."""
+    if title == "Review":
+        return f"{heading(title)} && {VIEWER_DRAWN}"
+    if title == "Threshold tuning":
+        return f"{heading(title)} && document.querySelectorAll('[data-testid=\"stMain\"] .js-plotly-plot').length >= 6"
+    return heading(title)
+
+
+def measure_browser(url: str, fix: dict, reps: int) -> dict[str, list[float]]:
+    import numpy as np
+    from playwright.sync_api import sync_playwright
+
+    results: dict[str, list[float]] = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        felt = Felt(page)
+        page.goto(url, wait_until="domcontentloaded")
+        page.get_by_role("heading", name="Review").wait_for(timeout=TIMEOUT_MS)
+        felt.settle()
+        felt.select("Model", "bench-tiny (models/)", sidebar=True)
+        felt.settle()
+        felt.select("Slide", "big")
+        felt.until(VIEWER_DRAWN, felt.now())
+        page.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()
+        t_slider = page.locator('[data-testid="stSidebar"] input[aria-label="Decision threshold t"]')
+
+        def t_moves(key: str, condition) -> None:
+            for i in range(reps):
+                t_slider.focus()
+                value = round(float(t_slider.evaluate("el => el.value || el.getAttribute('aria-valuenow')")) + (0.01 if i % 2 == 0 else -0.01), 2)
+                start = felt.now()
+                t_slider.press("ArrowRight" if i % 2 == 0 else "ArrowLeft")
+                results.setdefault(key, []).append(felt.until(condition(value), start))
+                page.wait_for_timeout(400)
+
+        # t on Review: the decision's label shows the new t and the viewer has drawn the new overlay.
+        t_moves("t on Review", lambda v: f"{felt.main_text(f'Decision at t = {v:.2f}')} && {VIEWER_DRAWN}")
+
+        # A slide switch: big <-> small_a, each to its slide and overlay drawn.
+        for i in range(reps):
+            target = "small_a" if i % 2 == 0 else "big"
+            old = page.evaluate("() => window.pathexViewer.slide.token")
+            box = page.locator('[data-testid="stMain"] [data-testid="stSelectbox"]').filter(has_text="Slide").first
+            box.click()
+            option = page.get_by_role("option", name=target, exact=True)
+            start = felt.now()
+            option.click()
+            results.setdefault("slide switch", []).append(
+                felt.until(f"window.pathexViewer && window.pathexViewer.slide && window.pathexViewer.slide.token !== {json.dumps(old)} && {VIEWER_DRAWN}", start))
+            page.wait_for_timeout(400)
+
+        # Selecting a patch on the big slide (at Home): a click, then a shift-drag box.
+        if reps % 2:  # the switches ended on small_a
+            felt.show_slide("big")
+        big = fix["big"]
+        size0 = big["size0"]
+        rng = np.random.default_rng(1)
+        page.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()
+        page.get_by_test_id("pathexHome").click()
+        page.wait_for_timeout(1200)
+        previous = None
+        picks = rng.choice(np.nonzero(big["prob"] > 0.5)[0], size=reps * 3, replace=False)
+        done = 0
+        for pick in picks:
+            if done == reps:
+                break
+            x, y = int(big["x"][pick]), int(big["y"][pick])
+            if (x, y) == previous:
+                continue
+            point = page.evaluate(TO_PAGE, [x + size0 / 2, y + size0 / 2])
+            start = felt.now()
+            page.mouse.click(*point)
+            results.setdefault("select a patch: click", []).append(
+                felt.until(f"{felt.main_text(f'Patch at level-0 ({x}, {y})')} && {VIEWER_DRAWN}", start))
+            previous, done = (x, y), done + 1
+            page.wait_for_timeout(400)
+        cx, cy = big["x"] + size0 / 2, big["y"] + size0 / 2
+        done = 0
+        for pick in picks[::-1]:
+            if done == reps:
+                break
+            lo_x, lo_y = big["x"][pick] - size0 * 6, big["y"][pick] - size0 * 6
+            hi_x, hi_y = big["x"][pick] + size0 * 7, big["y"][pick] + size0 * 7
+            inside = np.nonzero((cx >= lo_x) & (cx <= hi_x) & (cy >= lo_y) & (cy <= hi_y))[0]
+            best = int(inside[np.argmax(big["prob"][inside])])
+            x, y = int(big["x"][best]), int(big["y"][best])
+            if (x, y) == previous or inside.size < 2:
+                continue
+            x0, y0 = page.evaluate(TO_PAGE, [float(lo_x), float(lo_y)])
+            x1, y1 = page.evaluate(TO_PAGE, [float(hi_x), float(hi_y)])
+            page.keyboard.down("Shift")
+            page.mouse.move(x0, y0)
+            page.mouse.down()
+            page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=3)
+            page.mouse.move(x1, y1, steps=3)
+            before = page.evaluate(SELECTED)
+            start = felt.now()
+            page.mouse.up()
+            page.keyboard.up("Shift")
+            # Screen rounding can move the box's edge across a patch centre: wait for a new selection
+            # of several patches rather than for the exact one computed here.
+            results.setdefault("select a patch: box", []).append(
+                felt.until(f"({SELECTED})() !== {json.dumps(before)} && {felt.main_text('patches selected; showing')} && {VIEWER_DRAWN}", start))
+            previous, done = (x, y), done + 1
+            page.wait_for_timeout(400)
+
+        # Opening each page (from Review; Review itself from Threshold tuning).
+        for title in PAGES:
+            for _ in range(reps):
+                felt.goto_page("Threshold tuning" if title == "Review" else "Review")
+                link = page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True).first
+                start = felt.now()
+                link.click()
+                results.setdefault(f"open {title}", []).append(felt.until(page_ready(title), start))
+
+        # On Threshold tuning: t, and the FROC mode switch.
+        felt.goto_page("Threshold tuning")
+        felt.until(page_ready("Threshold tuning"), felt.now())
+        t_moves("t on Threshold tuning", lambda v: felt.main_text(f"Slide accuracy at t = {v:.2f}"))
+        for i in range(reps):
+            label = "Camelyon16 (official evaluation)" if i % 2 == 0 else "patch (source material)"
+            expect = "Camelyon16 mode (the challenge" if i % 2 == 0 else "FROC — for each t"
+            option = page.locator('[data-testid="stMain"] [data-testid="stRadio"]').filter(has_text="FROC mode").get_by_text(label, exact=True)
+            start = felt.now()
+            option.click()
+            results.setdefault("FROC mode switch", []).append(felt.until(f"{felt.main_text(expect)} && {page_ready('Threshold tuning')}", start))
+
+        # "Run the model" on slides without predictions, to the viewer drawn.
+        felt.goto_page("Review")
+        for name in fix["fresh"]:
+            felt.select("Slide", name)
+            felt.settle()
+            button = page.get_by_role("button", name=f"Run the model on {name}", exact=True)
+            start = felt.now()
+            button.click()
+            results.setdefault("Run the model (small slide)", []).append(
+                felt.until(f"{felt.main_text('Patches with F(I)')} && {VIEWER_DRAWN}", start, timeout=600_000))
+
+        # The first result on Explain: a patch selected on small_a, then "Explain this patch".
+        small = fix["small_a"]
+        order = np.argsort(small["prob"])[::-1]
+        for k in range(min(reps, 3)):
+            felt.show_slide("small_a")
+            page.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()
+            page.get_by_test_id("pathexHome").click()
+            page.wait_for_timeout(1200)
+            pick = int(order[k * 7])
+            x, y = int(small["x"][pick]), int(small["y"][pick])
+            page.mouse.click(*page.evaluate(TO_PAGE, [x + small["size0"] / 2, y + small["size0"] / 2]))
+            felt.until(felt.main_text(f"Patch at level-0 ({x}, {y})"), felt.now())
+            button = page.get_by_role("button", name="Explain this patch")
+            start = felt.now()
+            button.click()
+            results.setdefault("Explain: first result (new patch)", []).append(
+                felt.until(f"{heading('Explain')} && {felt.main_text('Download the patch with its explanations')}", start, timeout=600_000))
+            felt.goto_page("Review")
+        browser.close()
+    return results
+
+
+# -- AppTest: the script's part of the same interactions ----------------------------------------
+def measure_apptest(tree: Path, data: Path, reps: int) -> dict[str, list[float]]:
+    os.environ.update({"PATHEX_DEMO_DIR": str(data), "PATHEX_NO_DEMO_TRAINING": "1", "PATHEX_UPLOAD_DIR": str(data.parent / "uploads")})
+    from streamlit.testing.v1 import AppTest
+
+    out: dict[str, list[float]] = {}
+
+    def timed(key: str, action) -> None:
+        start = time.perf_counter()
+        action().run()
+        out.setdefault(key, []).append(time.perf_counter() - start)
+
+    at = AppTest.from_file(str(tree / "app" / "main.py"), default_timeout=600)
+    at.run()
+    at.sidebar.selectbox[1].select(next(o for o in at.sidebar.selectbox[1].options if "bench-tiny" in o)).run()
+    slide_box = lambda: next(s for s in at.selectbox if s.label == "Slide")  # noqa: E731
+    slide_box().select("big").run()
+    for i in range(reps):
+        timed("t on Review", lambda i=i: at.sidebar.slider[0].set_value(round(0.5 + (0.01 if i % 2 == 0 else 0.0), 2)))
+    for i in range(reps):
+        timed("slide switch", lambda i=i: slide_box().select("small_a" if i % 2 == 0 else "big"))
+    for title, file in zip(PAGES, ["review.py", "threshold.py", "explain.py", "network.py", "cnn_basics.py", "training.py"]):
+        for _ in range(reps):
+            at.switch_page(str(tree / "pages" / ("threshold.py" if file == "review.py" else "review.py"))).run()
+            timed(f"open {title}", lambda file=file: at.switch_page(str(tree / "pages" / file)))
+    at.switch_page(str(tree / "pages" / "threshold.py")).run()
+    for i in range(reps):
+        timed("t on Threshold tuning", lambda i=i: at.sidebar.slider[0].set_value(round(0.5 + (0.01 if i % 2 == 0 else 0.0), 2)))
+    radio = lambda: next(r for r in at.radio if r.label == "FROC mode")  # noqa: E731
+    for i in range(reps):
+        timed("FROC mode switch", lambda i=i: radio().set_value(radio().options[1 if i % 2 == 0 else 0]))
+    return out
+
+
+TARGETS = {  # seconds; None: compute + 0.5 s
+    "t on Review": 0.5, "slide switch": 0.5, "select a patch: click": 0.5, "select a patch: box": 0.5,
+    "t on Threshold tuning": 0.5, "FROC mode switch": 0.5, **{f"open {t}": 0.5 for t in PAGES},
+    "Run the model (small slide)": None, "Explain: first result (new patch)": None,
+}
+
+
+def run_seconds(data: Path, names: list[str]) -> list[float]:
+    """The compute time of the runs the bench made: finished - started, from the store."""
+    import sqlite3
+
+    with sqlite3.connect(data / "results.sqlite") as conn:
+        rows = conn.execute(
+            "SELECT s.name, r.started, r.finished FROM runs r JOIN slides s ON s.id = r.slide_id WHERE r.status = 'complete'").fetchall()
+    found = {name: (finished - started) for name, started, finished in rows if started and finished}
+    return [found[n] for n in names if n in found]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose app is measured (default: this one)")
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--fresh", type=int, default=3, help="slides without predictions: repetitions of 'Run the model'")
+    parser.add_argument("--big", type=Path, default=ROOT / "bench" / "out" / "big_20480.tiff", help="a 20,480 px slide (bench_tiles.big_slide(20480))")
+    parser.add_argument("--no-apptest", action="store_true")
+    args = parser.parse_args()
+    if not args.big.exists():
+        sys.exit(f"{args.big} is missing: bench/bench_tiles.py makes it")
+    tree = args.tree.resolve()
+    sys.path.insert(0, str(tree))
+    os.chdir(tree)
+    out = ROOT / "bench" / "out" / "browser"
+    data = out / "cohort"
+    fix = prepare(data, args.big.resolve(), args.fresh)
+    load_before = os.getloadavg()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, tree {tree}; load average before {load_before[0]:.2f}", flush=True)
+    apptest = {} if args.no_apptest else measure_apptest(tree, data, args.reps)
+    load_mid = os.getloadavg()
+    port = 8900 + (os.getpid() % 90)
+    proc = serve(tree, data, port, out / "server.log")
+    try:
+        felt = measure_browser(f"http://127.0.0.1:{port}", fix, args.reps)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    compute = run_seconds(data, fix["fresh"])
+    print(f"{'interaction':38s} {'browser median':>14s} {'max':>7s} {'n':>3s}  {'target':>14s}  {'AppTest rerun median':>20s}")
+    for key, times in felt.items():
+        target = TARGETS.get(key, 0.5)
+        if key.startswith("Run the model") and compute:
+            target_text = f"{statistics.median(compute) + 0.5:.2f} s (compute {statistics.median(compute):.2f} + 0.5)"
+        elif target is None:
+            target_text = "compute + 0.5 s"
+        else:
+            target_text = f"< {target:.2f} s"
+        at = apptest.get(key)
+        at_text = f"{statistics.median(at) * 1e3:.0f} ms" if at else "-"
+        print(f"{key:38s} {statistics.median(times):12.2f} s {max(times):5.2f} s {len(times):3d}  {target_text:>14s}  {at_text:>20s}")
+    print(f"load average: {load_before[0]:.2f} before, {load_mid[0]:.2f} after AppTest, {os.getloadavg()[0]:.2f} at the end "
+          f"(2 cores shared with other work: compare runs made back to back)")
+
+
+if __name__ == "__main__":
+    main()
