@@ -20,6 +20,7 @@ from core.training import (
     DEMO_COMMAND,
     DEMO_MODEL_PATH,
     DEMO_PRESET,
+    DEMO_TARGETS,
     METRICS_COLUMNS,
     ColorJitterRanges,
     RecipeSchedule,
@@ -318,8 +319,9 @@ def test_committed_demo_model_is_labelled_and_made_by_the_preset(demo_model):
     assert meta["arch"] == "tiny" and meta["patch_size"] == 128 and meta["level"] == 1 and meta["mpp"] == 1.0
     training = meta["training"]
     assert training["command"] == DEMO_COMMAND
-    assert training["best_val_auc"] >= 0.95 and training["test_slide_auc"] == 1.0
-    assert training["seconds"] < 300 and training["seed"] == DEMO_PRESET["seed"]
+    # Good, not necessarily perfect (issue 15); how long it took is bench/'s business, not a test's.
+    assert training["best_val_auc"] >= DEMO_TARGETS["val_auc"] and training["test_slide_auc"] >= DEMO_TARGETS["test_slide_auc"]
+    assert training["seed"] == DEMO_PRESET["seed"]
     for key, value in DEMO_PRESET.items():
         assert training["config"][key] == value, key
 
@@ -344,7 +346,15 @@ def test_demo_model_separates_tumor_from_normal_patches(demo_model, cohort):
         probs.setdefault("normal" if slide.label == 0 else "tumor-slide-normal", []).extend(p[~labels])
     tumor, normal = np.array(probs["tumor"]), np.array(probs["normal"])
     assert tumor.size and normal.size
-    assert np.median(tumor) > 0.9 and normal.max() < 0.5  # normal slides: no patch called tumor
+    # Good, not perfect (issue 15): tumour patches rank well above the normal slides' patches (on
+    # this small fixture cohort most tumour patches are tumour edges, so their median is below 0.5),
+    # while mimics (lymphoid aggregates, hyperchromatic benign epithelium) on normal slides may
+    # score high: that is what the Threshold page teaches.
+    from sklearn.metrics import roc_auc_score
+
+    auc = roc_auc_score(np.r_[np.ones(tumor.size), np.zeros(normal.size)], np.r_[tumor, normal])
+    assert auc > 0.85, auc
+    assert np.median(tumor) > 0.25 > np.median(normal), (np.median(tumor), np.median(normal))
 
 
 def test_ensure_demo_model_returns_the_committed_file_or_installs_a_trained_one(demo_model, tmp_path):
