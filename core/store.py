@@ -347,7 +347,7 @@ class ResultStore:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: merge holds it around ATTACH and its _write
         self._conn: sqlite3.Connection | None = None
         self._check_file()
         try:
@@ -515,8 +515,11 @@ class ResultStore:
                 raise StoreError(f"results store {self._name}: {exc}") from exc
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """Hold the lock and one ``BEGIN IMMEDIATE`` transaction: all of it commits or none."""
+    def _write(self, doing: str | None = None) -> Iterator[sqlite3.Connection]:
+        """Hold the lock and one ``BEGIN IMMEDIATE`` transaction: all of it commits or none.
+
+        ``doing`` names the work in the error message ("merging X into"), if any.
+        """
         with self._lock:
             conn = self._require_open()
             try:
@@ -530,7 +533,7 @@ class ResultStore:
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                raise StoreError(f"results store {self._name}: {exc}") from exc
+                raise StoreError(f"{doing + ' ' if doing else ''}results store {self._name}: {exc}") from exc
 
     def _require_open(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -1135,24 +1138,15 @@ class ResultStore:
             raise StoreError(f"cannot read results store {name}: {exc}") from exc
         finally:
             check.close()
-        with self._lock:
+        with self._lock:  # re-entrant: _write takes it again
             conn = self._require_open()
             try:
                 conn.execute("ATTACH DATABASE ? AS src", (uri,))
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open results store {name}: {exc}") from exc
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with self._write(f"merging {name} into") as conn:
                     counts = self._merge_attached(conn, name, float(tolerance))
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise StoreError(f"merging {name} into results store {self._name}: {exc}") from exc
             finally:
                 conn.execute("DETACH DATABASE src")
         return MergeReport(str(src), **counts, seconds=time.perf_counter() - started)
