@@ -2,7 +2,7 @@
 
 A real server in headless Chromium (Debian's): the title, the sidebar and the navigation are
 there, with a progress line that says what is being made, while the generator is still
-writing slides; slides written so far are listed on Review.
+writing slides; a click shows the slides written so far on Review.
 """
 
 from __future__ import annotations
@@ -40,8 +40,12 @@ def test_frame_renders_before_the_cohort_is_complete(tmp_path):
         written = len(list((data / "slides").glob("*.tiff")))
         assert written < 24
         page.screenshot(path=str(ARTIFACTS / "first-start.png"))
-        # The first slides become usable as they are written: Review offers to run the model on one.
-        page.get_by_role("button", name=re.compile("^Run the model on demo_0")).first.wait_for(timeout=120_000)
+        # The first slides become usable as they are written: a click shows them, and Review offers
+        # to run the model on one.
+        show = page.get_by_role("button", name=re.compile(r"^Show the \d+ slides written so far"))
+        show.first.wait_for(timeout=120_000)
+        show.first.click()
+        page.get_by_role("button", name=re.compile("^Run the model on demo_0")).first.wait_for(timeout=60_000)
         assert cohort_in_progress(data) or len(list((data / "slides").glob("*.tiff"))) == 24
         assert_no_exception(page, "Review during the first start")
         browser.close()
