@@ -108,10 +108,31 @@ def test_training_page_shows_a_run(app, app_data):
     at = app.run()
     at.switch_page(str(ROOT / "pages" / "training.py")).run()
     assert not at.exception, at.exception
+    runs = at.selectbox[0]
+    runs.select(next(o for o in runs.options if o.startswith("test-run"))).run()  # the shipped demo run comes first
     assert metric(at, "Epochs") == "3"
     assert metric(at, "Best validation AUC") == "0.880"
     assert metric(at, "Test slide AUC") == "0.900"
     assert at.code[0].value.startswith("python -m core train")
+
+
+def test_training_page_shows_the_shipped_demo_run_out_of_the_box(app):
+    """A fresh clone has no runs/: the demo model's own run (models/demo-tiny-run) is shown, labelled demo."""
+    import json
+
+    from core.training.demo import DEMO_SHIPPED_RUN
+
+    at = app.run()
+    at.switch_page(str(ROOT / "pages" / "training.py")).run()
+    assert not at.exception, at.exception
+    assert at.selectbox[0].value == DEMO_SHIPPED_RUN
+    assert "synthetic" in at.selectbox[0].format_func(at.selectbox[0].value)
+    assert any("Demo run" in c.value and "synthetic" in c.value for c in at.caption)
+    shipped = json.loads((DEMO_SHIPPED_RUN / "evaluation.json").read_text())
+    assert metric(at, "Slide AUC") == f"{shipped['slide_auc']:.3f}"
+    assert metric(at, "FROC score") == f"{shipped['froc_score']:.3f}"
+    assert metric(at, "Epochs") == str(len((DEMO_SHIPPED_RUN / "metrics.csv").read_text().strip().splitlines()) - 1)
+    assert at.code[0].value == "python -m core train --preset demo"
 
 
 def select_best_patch(at):
