@@ -14,7 +14,12 @@ from app.viewer import patches_at, slide_viewer, viewer_data
 from core.cohort import SLIDE_SUFFIXES
 from core.deepzoom import max_zoom
 from core.errors import PathologyError
-from core.export import build_asap_xml, build_camelyon_csv, qupath_geojson_bytes, render_overview_png
+from core.export import (
+    build_asap_xml,
+    build_camelyon_csv,
+    qupath_geojson_bytes,
+    render_overview_png,
+)
 from core.heatmap import COLORMAPS, FADE_FROM, FADE_FULL, heatmap_over_thumbnail
 from core.slide_io import SUPPORTED_HINT
 from core.tiling import label_patches, slide_resolution
@@ -328,13 +333,29 @@ with st.expander("Download this slide's result"):
     )
 
 # -- the selected patch ---------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=64)
+def patch_picture(path: str, mtime: float, x: int, y: int, size0: int, model_id: str, slide_mpp: float | None, _loaded) -> bytes:
+    """Return the picture of the patch at level-0 (x, y), side ``size0`` px, of the slide file ``path`` (``mtime``), its inner square outlined, as PNG bytes.
+
+    Full resolution when it fits on screen, else the patch as the model ``model_id`` sees it; made
+    once per patch, so a rerun (a t move) neither reads the slide nor encodes the picture again.
+    """
+    import io
+
+    from PIL import Image
+
+    level0 = context.slide(path).read_region((x, y), 0, (size0, size0)) if size0 <= 1024 else context.read_model_patch(_loaded, path, x, y, slide_mpp)
+    buffer = io.BytesIO()
+    Image.fromarray(widgets.patch_with_inner_square(level0)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 if selected_patch and selected_patch.get("slide") == name:
     x, y = selected_patch["x"], selected_patch["y"]
     label = bool(label_patches([x], [y], size0, size0, tumors)[0]) if tumors else None
-    # Full resolution when it fits on screen; else the patch as the model sees it.
-    level0 = slide.read_region((x, y), 0, (size0, size0)) if size0 <= 1024 else context.read_model_patch(loaded, slide.path, x, y, context.given_mpp(name))
     col_img, col_info = st.columns([1, 1])
-    col_img.image(widgets.patch_with_inner_square(level0), caption=f"Patch at level-0 ({x}, {y}), {size0} px; cyan: inner square")
+    picture = patch_picture(str(slide.path), Path(slide.path).stat().st_mtime, x, y, size0, loaded.model_id, context.given_mpp(name), loaded)
+    col_img.image(picture, caption=f"Patch at level-0 ({x}, {y}), {size0} px; cyan: inner square")
     with col_info:
         st.metric("F(I), probability of cancer", f"{selected_patch['prob']:.3f}")
         st.write(f"Called **{'cancer' if selected_patch['prob'] >= t else 'no cancer'}** at t = {t:.2f}.")

@@ -12,8 +12,11 @@ from app.figures import confusion_figure, froc_figure, pr_figure, roc_figure
 from core.cohort import Cohort, annotations_dir
 from core.errors import PathologyError
 from core.evaluation import FROC_TARGETS, evaluate_store_cohort
-from core.inference import run_params
 from core.export import evaluation_figures, figure_bytes, render_cohort_report
+from core.inference import run_params
+
+#: The figures core.export.evaluation_figures makes, in its order (the download buttons).
+FIGURE_NAMES = ("slide_roc", "slide_confusion", "patch_roc", "patch_pr", "patch_confusion", "froc")
 
 st.title("Threshold tuning")
 loaded = widgets.require_model()
@@ -22,7 +25,9 @@ t = float(st.session_state[state.THRESHOLD])
 store = widgets.require_store()
 
 
-@st.cache_data(show_spinner="Evaluating the cohort (once; moving t does not recompute)...", max_entries=32)
+# A shared resource, not cached data: a t move gets the same (read-only) evaluation back without
+# unpickling every patch's score and label.
+@st.cache_resource(show_spinner="Evaluating the cohort (once; moving t does not recompute)...", max_entries=32)
 def evaluate(db: str, model_id: str, params_json: str, runs_key: tuple, labels_json: str, annotations: str, mode: str, slide_params_json: str = "{}", mpp_json: str = "null"):
     """Return the cohort evaluation; keyed by the runs it reads, so new predictions refresh it."""
     results = evaluate_store_cohort(
@@ -30,6 +35,14 @@ def evaluate(db: str, model_id: str, params_json: str, runs_key: tuple, labels_j
         params=json.loads(params_json), slide_params=json.loads(slide_params_json), mode=mode, mpp=json.loads(mpp_json),
     )
     return results.evaluation
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def patch_curves(key: tuple, _result):
+    """Return (fpr, tpr, precision, recall) of the patch ROC and PR curves of the evaluation ``key`` names (t-free: once per evaluation)."""
+    fpr, tpr, _ = _result.patch.roc_curve()
+    precision, recall, _ = _result.patch.pr_curve()
+    return fpr, tpr, precision, recall
 
 
 table = context.cohort()
@@ -84,12 +97,13 @@ slide_params = {
 # Camelyon16 mode here measures each slide at its own resolution (the official script assumes
 # 0.243 um/px for all; `python -m core evaluate --mode camelyon16` does that, for leaderboard numbers).
 own_mpp = {s.name: s.mpp for s in store.slides() if s.mpp and s.name in labels} if mode == "camelyon16" else None
+evaluation_key = (
+    str(store.path), loaded.model_id, json.dumps(loaded.params, sort_keys=True), runs_key,
+    json.dumps(labels, sort_keys=True), str(annotations) if annotations else "", mode, json.dumps(slide_params, sort_keys=True),
+    json.dumps(own_mpp, sort_keys=True),
+)
 try:
-    result = evaluate(
-        str(store.path), loaded.model_id, json.dumps(loaded.params, sort_keys=True), runs_key,
-        json.dumps(labels, sort_keys=True), str(annotations) if annotations else "", mode, json.dumps(slide_params, sort_keys=True),
-        json.dumps(own_mpp, sort_keys=True),
-    )
+    result = evaluate(*evaluation_key)
 except PathologyError as exc:
     st.error(f"The cohort cannot be evaluated: {exc}")
     st.stop()
@@ -141,8 +155,7 @@ cols[0].metric("Patch ROC-AUC", "n/a" if result.patch_auc is None else f"{result
 cols[1].metric("Average precision", "n/a" if result.patch.average_precision is None else f"{result.patch.average_precision:.3f}")
 cols[2].metric(f"Sensitivity at t = {t:.2f}", pct(p.sensitivity))
 cols[3].metric("Precision", pct(p.precision))
-fpr, tpr, _ = result.patch.roc_curve()
-precision, recall, _ = result.patch.pr_curve()
+fpr, tpr, precision, recall = patch_curves(evaluation_key, result)
 a, b, c = st.columns(3)
 point = (1 - p.specificity, p.sensitivity) if p.specificity is not None and p.sensitivity is not None else None
 a.plotly_chart(roc_figure(fpr, tpr, point, title="Patch ROC", auc=result.patch_auc, threshold=t), width="stretch")
@@ -200,14 +213,14 @@ with st.expander("Per-slide table at t"):
 
 # -- downloads ------------------------------------------------------------------------------------
 with st.expander("Download the figures and a cohort report"):
-    figures = evaluation_figures(result, t)
     fmt = st.radio("Figure format", ["html", "png", "svg"], horizontal=True, key="figure_format",
                    help="HTML is Plotly's own self-contained file; PNG and SVG are drawn with matplotlib (no browser engine here).")
     cols = st.columns(3)
-    for i, (fig_name, fig) in enumerate(figures.items()):
+    # The figures are made when a button is pressed, not on every rerun (a t move).
+    for i, fig_name in enumerate(FIGURE_NAMES):
         cols[i % 3].download_button(
-            f"{fig_name} (.{fmt})", (lambda f=fig, fmt=fmt: figure_bytes(f, fmt)), file_name=f"{fig_name}-t{t:.2f}.{fmt}", on_click="ignore",
-            key=f"download-{fig_name}",
+            f"{fig_name} (.{fmt})", (lambda n=fig_name, fmt=fmt, result=result, t=t: figure_bytes(evaluation_figures(result, t)[n], fmt)),
+            file_name=f"{fig_name}-t{t:.2f}.{fmt}", on_click="ignore", key=f"download-{fig_name}",
         )
 
     # The download runs in another thread, without session state: bind everything it needs now.
