@@ -58,7 +58,7 @@ def ascent(model_id: str, settings: tuple):
             return
         drawn[0] = now
         bar.progress(step / total, text=f"Gradient ascent: step {step} / {total} · objective {objective:.4g} · y_i(x) {activation:.4g}")
-        chart.line_chart(pd.DataFrame({"objective": seen}), height=160, x_label="step", y_label="objective")
+        chart.line_chart(pd.DataFrame({"objective": seen}, index=range(1, len(seen) + 1)), height=160, x_label="step", y_label="objective")
 
     result = maximize_activation(
         model, target=target, layer=layer, channel=channel, steps=steps, lr=lr, lam=lam, jitter=jitter,
