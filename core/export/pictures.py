@@ -5,7 +5,7 @@ Drawn with matplotlib's object API on the Agg canvas (``matplotlib.figure.Figure
 
 * :func:`render_overview` -- the whole slide at a chosen width with the probability
   heatmap blended over it (:func:`core.heatmap.heatmap_over_thumbnail`: the app's colours,
-  cells with ``F(I) >= t`` outlined), a title line above (slide, model, t, "synthetic demo"
+  patches with ``F(I) >= t`` outlined), a title line above (slide, model, t, "synthetic demo"
   where it is) and a colour bar below with t marked. The picture is pixel-exact: the
   heatmap is placed with ``figimage``, not resampled by an axes.
 * :func:`render_explanations` -- a patch and the overlays of its explanations side by side,
@@ -127,14 +127,14 @@ def render_overview(
             None to draw the heatmap on white.
         dimensions: level-0 (width, height) of the slide in pixels.
         predictions: arrays ``x, y, width, height`` (level-0 px) and ``prob``.
-        threshold: t, marked on the colour bar; cells with ``F(I) >= t`` are outlined.
+        threshold: t, marked on the colour bar; patches with ``F(I) >= t`` are outlined.
         width: width of the picture in pixels (the whole PNG is this wide).
         title: the title line (e.g. slide, model, t).
         note: a second line in red under the title (e.g. "synthetic demo ..."), or None.
         colormap: one of :data:`core.heatmap.COLORMAPS`.
         opacity: heatmap alpha in [0, 1].
-        cut: hide cells with ``F(I) < t``.
-        outline: outline the cells with ``F(I) >= t``.
+        cut: hide patches with ``F(I) < t``.
+        outline: outline the patches with ``F(I) >= t``.
 
     Returns:
         RGB uint8 array, ``width`` px wide.

@@ -7,7 +7,7 @@ It holds, for one model and one threshold t:
 * the three questions of the evaluation (:mod:`core.evaluation`), each with its numbers and
   figures at t: slide ROC and accuracy; patch ROC, precision-recall and confusion matrix;
   FROC and its score;
-* one thumbnail per slide with the heatmap over it (cells with ``F(I) >= t`` outlined);
+* one thumbnail per slide with the heatmap over it (patches with ``F(I) >= t`` outlined);
 * the warnings of the evaluation and where the numbers come from; "synthetic demo" in the
   title and a banner when the model or the slides are the demo's.
 
@@ -266,7 +266,7 @@ def render_cohort_report(
     add(f'<div class="figs">{figures["froc"]}</div>')
 
     # -- slides
-    add(f"<h2>Slides: heatmap of F(I), cells with F(I) &ge; {t:.2f} outlined</h2>")
+    add(f"<h2>Slides: heatmap of F(I), patches with F(I) &ge; {t:.2f} outlined</h2>")
     legend = "tumor annotations in green; " if results.tumors and any(results.tumors.values()) else ""
     add(f'<p class="note">{legend}colour of each patch: its F(I).</p>')
     add(f'<img alt="colour bar" style="width: 480px; max-width: 100%;" src="data:image/png;base64,{base64.b64encode(png_bytes(render_colorbar(480, t, colormap=colormap))).decode("ascii")}">')
