@@ -365,3 +365,80 @@ def test_view_survives_a_page_switch_and_a_new_slide_fits(browser_page):
     assert page.evaluate("() => window.pathexViewer.slide.token") != token
     assert all_inside(page), "a new slide does not open fitted"
     assert_no_exception(page, "another slide")
+
+
+def slide_predictions(data_folder: Path, name: str):
+    from core.store import ResultStore
+
+    with ResultStore(data_folder / "results.sqlite") as store:
+        [run] = [r for r in store.runs(status="complete") if store.slide(r.slide_id).name == name]
+        return store.read_predictions(run.id)
+
+
+def selected_slide(page) -> str:
+    """The Slide selectbox's text: its input's value and its text content (the label and the option shown)."""
+    box = page.locator('[data-testid="stMain"] [data-testid="stSelectbox"]').filter(has_text="Slide").first
+    return box.evaluate("el => { const i = el.querySelector('input'); return ((i && i.value) || '') + ' ' + el.textContent; }")
+
+
+def place(page) -> dict:
+    """What a link must restore: the slide's name, t, the selected patch's corner and the view."""
+    ready(page)
+    settle(page)
+    rect = page.locator('[data-testid="pathexSelected"]')
+    return {
+        "slide": selected_slide(page),
+        "t": page.locator('[data-testid="stSidebar"] input[aria-label="Decision threshold t"]').input_value(),
+        "patch": (rect.get_attribute("x"), rect.get_attribute("y")) if rect.count() else None,
+        "view": page.evaluate(VIEW),
+    }
+
+
+def test_a_reload_and_an_opened_link_restore_slide_view_t_and_patch(browser_page, data_folder):
+    page, _ = browser_page  # on demo_002 (the test above), predicted
+    page.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()
+    wheel(page, 3)
+    set_threshold(page, "0.47")
+    ready(page)
+    # Click the patch under the view's centre.
+    view = page.evaluate(VIEW)
+    preds = slide_predictions(data_folder, "demo_002")
+    size0 = int(preds.width[0])
+    [hit] = np.nonzero((preds.x <= view["x"]) & (view["x"] < preds.x + size0) & (preds.y <= view["y"]) & (view["y"] < preds.y + size0))[0][:1]
+    page.mouse.click(*page.evaluate(TO_PAGE, [float(preds.x[hit] + size0 / 2), float(preds.y[hit] + size0 / 2)]))
+    wait_for_run(page)
+    page.get_by_text(f"Patch at level-0 ({int(preds.x[hit])}, {int(preds.y[hit])})").wait_for(timeout=30_000)
+    before = place(page)
+    assert "demo_002" in before["slide"] and before["t"] == "0.47", before
+    assert before["patch"] == (f"{int(preds.x[hit])}", f"{int(preds.y[hit])}")
+    url = page.url
+    for key in ("slide=demo_002", "t=0.47", f"px={int(preds.x[hit])}", f"py={int(preds.y[hit])}", "x=", "y=", "zoom="):
+        assert key in url, (key, url)
+
+    def same_place(after: dict) -> None:
+        assert (after["slide"], after["t"], after["patch"]) == (before["slide"], before["t"], before["patch"])
+        # The URL rounds the centre to a pixel and the zoom to 4 digits.
+        assert after["view"]["x"] == pytest.approx(before["view"]["x"], abs=2)
+        assert after["view"]["y"] == pytest.approx(before["view"]["y"], abs=2)
+        assert after["view"]["zoom"] == pytest.approx(before["view"]["zoom"], rel=2e-3)
+
+    page.reload(wait_until="domcontentloaded")
+    page.get_by_role("heading", name="Review").wait_for(timeout=90_000)
+    wait_for_run(page)
+    page.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()
+    same_place(place(page))
+    assert_no_exception(page, "a reload")
+
+    # The link in another browser session (nothing in its storage): the same field of view.
+    other = page.context.browser.new_context(viewport={"width": 1400, "height": 1100})
+    try:
+        fresh = other.new_page()
+        fresh.goto(url, wait_until="domcontentloaded")
+        fresh.get_by_role("heading", name="Review").wait_for(timeout=90_000)
+        wait_for_run(fresh)
+        fresh.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()
+        same_place(place(fresh))
+        assert_no_exception(fresh, "an opened link")
+        fresh.screenshot(path=str(ARTIFACTS / "viewer-opened-link.png"))
+    finally:
+        other.close()
