@@ -8,6 +8,10 @@ import re
 import numpy as np
 import streamlit as st
 
+# The title first: the explanation libraries (Captum, LIME, scikit-image) take seconds to import
+# on a session's first visit, and the page should say where the user is meanwhile.
+st.title("Explain")
+
 from app import state, widgets
 from core.errors import PathologyError
 from core.explain import (
@@ -41,7 +45,6 @@ OCC_WINDOW, OCC_STRIDE = state.EXPLAIN_OCC_WINDOW, state.EXPLAIN_OCC_STRIDE
 LIME_SEGMENTS, LIME_SAMPLES, LIME_COMPACTNESS = state.EXPLAIN_LIME_SEGMENTS, state.EXPLAIN_LIME_SAMPLES, state.EXPLAIN_LIME_COMPACTNESS
 IG_BASELINE, IG_STEPS = state.EXPLAIN_IG_BASELINE, state.EXPLAIN_IG_STEPS
 
-st.title("Explain")
 loaded = widgets.require_model()
 st.caption(widgets.model_caption(loaded))
 picked = widgets.current_patch(loaded)
