@@ -5,6 +5,7 @@ Run from the repository root: ``python -m streamlit run app/main.py``.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -89,4 +90,9 @@ def run_frame() -> None:
 if __name__ == "__main__":  # a session's script run (also AppTest)
     run_frame()
 else:  # imported by the server (`streamlit run` finds this st.App): the app with its tile routes
+    # Sessions' scripts (explanations, evaluations) are CPU-bound Python threads; the event loop
+    # that answers tiles and health checks needs the GIL for every response. Python hands the GIL
+    # over every 5 ms by default, so under 8 busy sessions each response waited its turn many
+    # times (health polls over 5 s); a shorter interval keeps the loop responsive (bench_load).
+    sys.setswitchinterval(float(os.environ.get("PATHEX_GIL_SWITCH_S", "0.0005")))
     app = st.App(__file__, routes=tile_server.routes(), lifespan=tile_server.lifespan)
