@@ -25,18 +25,25 @@ PAGES = ROOT / "pages"
 
 
 @pytest.fixture(scope="module")
-def predicted(app_cohort):
-    """Predictions of the test model (tiny, 64 px at level 1) for every slide of the app's cohort."""
+def predicted(app_cohort, tmp_path_factory):
+    """A copy of the app's cohort with predictions of the test model (tiny, 64 px at level 1) for every slide.
+
+    A copy: the session's app_cohort stays without results, as other modules expect.
+    """
+    import shutil
+
     from core.inference import predict_slide
     from core.model import load_checkpoint
     from core.store import ResultStore
     from core.tiling import TilingParams
 
-    model, meta = load_checkpoint(app_cohort / "models" / "test-tiny.pt")
-    with ResultStore(app_cohort / "results.sqlite") as store:
-        for path in sorted((app_cohort / "slides").glob("*.tiff")):
+    folder = tmp_path_factory.mktemp("explain-pages") / "cohort"
+    shutil.copytree(app_cohort, folder, ignore=shutil.ignore_patterns("results.sqlite*"))
+    model, meta = load_checkpoint(folder / "models" / "test-tiny.pt")
+    with ResultStore(folder / "results.sqlite") as store:
+        for path in sorted((folder / "slides").glob("*.tiff")):
             predict_slide(path, model, store, TilingParams(level=1, patch_size=64), model_id=meta["model_id"], metadata=meta, device="cpu")
-    return app_cohort
+    return folder
 
 
 @pytest.fixture()

@@ -11,8 +11,13 @@ MAIN = str(ROOT / "app" / "main.py")
 
 
 @pytest.fixture(scope="module")
-def app_data(app_cohort):
-    return app_cohort
+def app_data(app_cohort, tmp_path_factory):
+    """A private copy of the app's cohort (this module writes results into it)."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("app-pages") / "cohort"
+    shutil.copytree(app_cohort, folder, ignore=shutil.ignore_patterns("results.sqlite*"))
+    return folder
 
 
 @pytest.fixture()

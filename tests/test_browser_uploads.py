@@ -44,10 +44,14 @@ def session_folders() -> list[Path]:
 def server(app_cohort, own_folder, tmp_path_factory):
     """The app with the small demo cohort as its demo folder and the slides-only folder beside it."""
     require_browser()
+    import shutil
+
     logs = tmp_path_factory.mktemp("log")
     UPLOADS["root"] = logs / "uploads"
+    data = logs / "cohort"  # a private copy: the runs of this walk stay out of the shared cohort
+    shutil.copytree(app_cohort, data, ignore=shutil.ignore_patterns("results.sqlite*"))
     # A closed tab's session is dropped after 2 s and its uploads released within 2 s more.
-    with app_server(app_cohort, logs / "server.log", (own_folder,), session_ttl_s=2, housekeeping_s=2) as url:
+    with app_server(data, logs / "server.log", (own_folder,), session_ttl_s=2, housekeeping_s=2) as url:
         yield url
 
 

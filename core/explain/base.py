@@ -133,7 +133,8 @@ def image_to_tensor(image: np.ndarray, device: torch.device | str = "cpu") -> Te
     channels_last: oneDNN runs VGG convolutions about twice as fast on CPU with it, and it does
     not change any value.
     """
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device=device, dtype=torch.float32)
+    # np.require copies a read-only array (a cached patch): torch warns on non-writable memory.
+    tensor = torch.from_numpy(np.require(image, requirements=["C", "W"])).to(device=device, dtype=torch.float32)
     tensor = tensor.div_(255.0).permute(2, 0, 1).unsqueeze(0)  # HWC -> NCHW (a channels_last view)
     return tensor.contiguous(memory_format=torch.channels_last)
 
