@@ -56,9 +56,9 @@ class _QuietLimeImageExplainer(LimeImageExplainer):
         data[0, :] = 1
         # The patch and its filled copy as H x W x 3 float in [0, 1], converted once (the same
         # arithmetic as base.batch_to_tensor, so the samples are bit-identical to uint8 / 255).
-        shown = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, torch.float32).div_(255.0)
-        hidden_fill = torch.from_numpy(np.ascontiguousarray(fudged_image)).to(self.device, torch.float32).div_(255.0)
-        labels_of_pixels = torch.from_numpy(np.ascontiguousarray(segments)).to(self.device, torch.long)
+        shown = torch.from_numpy(np.require(image, requirements=["C", "W"])).to(self.device, torch.float32).div_(255.0)
+        hidden_fill = torch.from_numpy(np.require(fudged_image, requirements=["C", "W"])).to(self.device, torch.float32).div_(255.0)
+        labels_of_pixels = torch.from_numpy(np.require(segments, requirements=["C", "W"])).to(self.device, torch.long)
         on = torch.from_numpy(data.astype(bool)).to(self.device)
         height, width = segments.shape
         buffer = torch.empty((min(batch_size, num_samples), height, width, 3), device=self.device)
