@@ -88,3 +88,32 @@ def app_cohort(demo_cohort, tmp_path_factory) -> Path:
     (folder / "models").mkdir()
     save_checkpoint(folder / "models" / "test-tiny.pt", model, {"patch_size": 64, "level": 1, "label": "test"})
     return folder
+
+
+# -- explanations: one small model and one patch with structure, shared by the explain tests -----
+@pytest.fixture(scope="module")
+def tiny():
+    """The tiny CNN, seeded, its near-zero initial head spread so explanation maps are not trivial."""
+    import torch
+
+    from core.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    with torch.no_grad():  # spread the near-zero initial head so maps are not trivial
+        model.classifier.weight.normal_(0.0, 0.05)
+        model.classifier.bias.fill_(-0.3)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tissue_patch() -> np.ndarray:
+    """A 64 px patch with structure: pink background, purple blobs (nuclei-like), a white gap."""
+    rng = np.random.default_rng(5)
+    image = np.empty((64, 64, 3), dtype=np.uint8)
+    image[:] = (230, 160, 200)
+    yy, xx = np.mgrid[:64, :64]
+    for cy, cx in rng.integers(6, 58, (12, 2)):
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 < 16] = (110, 60, 150)
+    image[:, 50:56] = (245, 245, 245)
+    return np.clip(image.astype(int) + rng.integers(-6, 7, image.shape), 0, 255).astype(np.uint8)

@@ -33,7 +33,7 @@ from core.explain import (
     overlay,
     pool,
 )
-from core.model import build_model, save_checkpoint
+from core.model import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,27 +121,6 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    model = build_model("tiny")
-    with torch.no_grad():  # spread the near-zero initial head so maps are not trivial
-        model.classifier.weight.normal_(0.0, 0.05)
-        model.classifier.bias.fill_(-0.3)
-    return model
-
-
-@pytest.fixture(scope="module")
-def tissue_patch() -> np.ndarray:
-    """A 64 px patch with structure: pink background, purple blobs (nuclei-like), a white gap."""
-    rng = np.random.default_rng(5)
-    image = np.empty((64, 64, 3), dtype=np.uint8)
-    image[:] = (230, 160, 200)
-    yy, xx = np.mgrid[:64, :64]
-    for cy, cx in rng.integers(6, 58, (12, 2)):
-        image[(yy - cy) ** 2 + (xx - cx) ** 2 < 16] = (110, 60, 150)
-    image[:, 50:56] = (245, 245, 245)
-    return np.clip(image.astype(int) + rng.integers(-6, 7, image.shape), 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,30 +19,6 @@ from core.device import autocast_for
 from core.explain import explain_patch
 from core.explain.base import batch_to_tensor, image_to_tensor
 from core.explain.lime_slic import slic_segments
-from core.model import build_model
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    model = build_model("tiny")
-    with torch.no_grad():  # spread the near-zero initial head so maps are not trivial
-        model.classifier.weight.normal_(0.0, 0.05)
-        model.classifier.bias.fill_(-0.3)
-    return model.eval()
-
-
-@pytest.fixture(scope="module")
-def patch() -> np.ndarray:
-    """A 64 px patch with structure: pink background, purple nuclei-like blobs, a white gap."""
-    rng = np.random.default_rng(5)
-    image = np.empty((64, 64, 3), dtype=np.uint8)
-    image[:] = (230, 160, 200)
-    yy, xx = np.mgrid[:64, :64]
-    for cy, cx in rng.integers(6, 58, (12, 2)):
-        image[(yy - cy) ** 2 + (xx - cx) ** 2 < 16] = (110, 60, 150)
-    image[:, 50:56] = (245, 245, 245)
-    return image
 
 
 def plain_captum_occlusion(model, image, window, stride, baseline, batch, precision="fp32") -> np.ndarray:
@@ -57,18 +33,18 @@ def plain_captum_occlusion(model, image, window, stride, baseline, batch, precis
 
 
 @pytest.mark.parametrize("window,stride,batch", [(16, 8, 16), (12, 5, 7)])
-def test_occlusion_equals_captums_plain_occlusion_in_fp32(tiny, patch, window, stride, batch):
-    e = explain_patch(tiny, patch, "occlusion", window=window, stride=stride, baseline=0.5, batch_size=batch, precision="fp32")
-    expected = plain_captum_occlusion(tiny, patch, window, stride, 0.5, batch)
+def test_occlusion_equals_captums_plain_occlusion_in_fp32(tiny, tissue_patch, window, stride, batch):
+    e = explain_patch(tiny, tissue_patch, "occlusion", window=window, stride=stride, baseline=0.5, batch_size=batch, precision="fp32")
+    expected = plain_captum_occlusion(tiny, tissue_patch, window, stride, 0.5, batch)
     assert np.abs(expected).max() > 1e-3  # the map is not trivially zero
     np.testing.assert_allclose(e.map, expected, rtol=1e-4, atol=1e-6)
 
 
-def test_occlusion_in_bf16_matches_captum_within_bf16_precision(tiny, patch):
-    e = explain_patch(tiny, patch, "occlusion", window=16, stride=8, batch_size=16, precision="bf16")
+def test_occlusion_in_bf16_matches_captum_within_bf16_precision(tiny, tissue_patch):
+    e = explain_patch(tiny, tissue_patch, "occlusion", window=16, stride=8, batch_size=16, precision="bf16")
     assert e.params["precision"] == "bf16"
-    fp32 = plain_captum_occlusion(tiny, patch, 16, 8, 0.5, 16)
-    bf16 = plain_captum_occlusion(tiny, patch, 16, 8, 0.5, 16, precision="bf16")
+    fp32 = plain_captum_occlusion(tiny, tissue_patch, 16, 8, 0.5, 16)
+    bf16 = plain_captum_occlusion(tiny, tissue_patch, 16, 8, 0.5, 16, precision="bf16")
     scale = np.abs(fp32).max()
     # bf16 keeps 8 bits of mantissa: drops of F(I) agree to a few % of the map's range.
     assert np.abs(e.map - bf16).max() < 0.05 * scale
@@ -96,11 +72,11 @@ def stock_lime(model, image, *, seed, n_samples, n_segments, hide_color, batch_s
 
 
 @pytest.mark.parametrize("hide_color", [(128, 128, 128), None])
-def test_lime_equals_stock_lime_for_a_fixed_seed(tiny, patch, hide_color, capfd):
+def test_lime_equals_stock_lime_for_a_fixed_seed(tiny, tissue_patch, hide_color, capfd):
     kw = {"seed": 3, "n_samples": 150, "n_segments": 20}
-    segments, weights, r2 = stock_lime(tiny, patch, hide_color=hide_color, **kw)
+    segments, weights, r2 = stock_lime(tiny, tissue_patch, hide_color=hide_color, **kw)
     capfd.readouterr()  # the stock explainer's tqdm bar
-    e = explain_patch(tiny, patch, "lime", hide_color=hide_color, precision="fp32", batch_size=32, **kw)
+    e = explain_patch(tiny, tissue_patch, "lime", hide_color=hide_color, precision="fp32", batch_size=32, **kw)
     np.testing.assert_array_equal(e.extras["segments"], segments)
     assert np.count_nonzero(weights) == 10  # num_features superpixels kept, as LIME chose them
     np.testing.assert_allclose(e.extras["weights"], weights, rtol=1e-4, atol=1e-6)
@@ -109,7 +85,7 @@ def test_lime_equals_stock_lime_for_a_fixed_seed(tiny, patch, hide_color, capfd)
     assert out == "" and err == ""  # our sampling prints nothing
 
 
-def test_lime_samples_do_not_depend_on_the_batch_size(tiny, patch):
-    a = explain_patch(tiny, patch, "lime", n_samples=90, n_segments=12, seed=1, batch_size=7)
-    b = explain_patch(tiny, patch, "lime", n_samples=90, n_segments=12, seed=1, batch_size=90)
+def test_lime_samples_do_not_depend_on_the_batch_size(tiny, tissue_patch):
+    a = explain_patch(tiny, tissue_patch, "lime", n_samples=90, n_segments=12, seed=1, batch_size=7)
+    b = explain_patch(tiny, tissue_patch, "lime", n_samples=90, n_segments=12, seed=1, batch_size=90)
     np.testing.assert_allclose(a.extras["weights"], b.extras["weights"], rtol=1e-4, atol=1e-6)
