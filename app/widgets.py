@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from typing import Callable
 
@@ -27,12 +28,14 @@ def progress_callback(text: str) -> tuple[Callable[[int, int], None], object]:
 
 
 def file_error(name: str, exc: Exception) -> str:
-    """Return the message of ``exc`` about the file ``name``, naming the file once.
+    """Return the message of ``exc`` about the file ``name``, naming the file once, without its folders.
 
     core's messages name the file themselves (the command line prints them as they are); the
-    app prefixes the name only when a message does not, so both say the same sentence.
+    app prefixes the name only when a message does not, so both say the same sentence. The
+    folders before the name (the server's upload folder) are dropped: the user knows the file by
+    its name, and the server's layout is not theirs to see.
     """
-    text = str(exc)
+    text = re.sub(r"/[^\s'\"]*/" + re.escape(name), name, str(exc))
     return text if name in text else f"{name}: {text}"
 
 
