@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import streamlit as st
