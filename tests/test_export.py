@@ -294,6 +294,41 @@ def test_overview_png_has_the_width_and_is_not_blank(tumor_slide):
         render_overview(None, (100, 100), tumor_slide.predictions, 0.5, colormap="nope")
 
 
+def test_overview_draws_transparent_low_probabilities_as_the_viewer_does():
+    """fade=True (the viewer's "Transparent low F(I)"): patches with F(I) <= FADE_FROM leave the slide
+    untouched, in the picture and in the colour bar; without it they are tinted."""
+    from types import SimpleNamespace
+
+    from matplotlib import colormaps
+
+    from core.heatmap import FADE_FROM
+
+    side, n = 64, 16
+    xs, ys = np.meshgrid(np.arange(n) * side, np.arange(n) * side)
+    low = SimpleNamespace(x=xs.ravel(), y=ys.ravel(), width=np.full(n * n, side), height=np.full(n * n, side),
+                          prob=np.full(n * n, FADE_FROM / 2))
+    dims = (n * side, n * side)
+    # A patch of F(I) 0.1 at opacity 0.5 over white, as render_overlay blends it (its LUT entry, alpha 128/255).
+    rgb = (colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)[int(FADE_FROM / 2 * 255 + 0.5)]
+    alpha = round(255 * 0.5) / 255
+    tinted = np.clip(255 * (1 - alpha) + rgb.astype(np.float32) * alpha + 0.5, 0, 255).astype(np.uint8)
+
+    def tinted_pixels(picture):
+        return int(np.all(picture == tinted, axis=-1).sum())
+
+    plain = render_overview(None, dims, low, 0.5, width=400, title="x", colormap="viridis", opacity=0.5)
+    faded = render_overview(None, dims, low, 0.5, width=400, title="x", colormap="viridis", opacity=0.5, fade=True)
+    assert plain.shape == faded.shape
+    assert tinted_pixels(plain) > 0.8 * 400 * 400, "without fade the low patches are not tinted"
+    assert tinted_pixels(faded) == 0, "with fade a low patch was tinted"
+    # The picture under the low patches stays the slide (white here): as many white pixels as the picture has, and more.
+    assert np.all(faded == 255, axis=-1).sum() > np.all(plain == 255, axis=-1).sum() + 0.8 * 400 * 400
+    # The colour bar's low end is white under fade (the viridis low end otherwise): the two pictures differ there too.
+    bar_rows = slice(faded.shape[0] - 60, faded.shape[0])
+    dark = np.array(rgb, dtype=int)
+    assert (np.abs(plain[bar_rows].astype(int) - dark).sum(-1) < 30).sum() > (np.abs(faded[bar_rows].astype(int) - dark).sum(-1) < 30).sum()
+
+
 def test_explanations_side_by_side():
     rng = np.random.default_rng(0)
     patch = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)

@@ -26,7 +26,7 @@ from PIL import Image
 
 from core.errors import PathologyError
 from core.export.common import ExportError, SlideExport, check_threshold, median_patch_side, patch_arrays, write_bytes
-from core.heatmap import COLORMAPS, heatmap_over_thumbnail, png_bytes, probability_grid
+from core.heatmap import COLORMAPS, fade_weight, heatmap_over_thumbnail, png_bytes, probability_grid
 
 __all__ = [
     "MAX_WIDTH",
@@ -119,6 +119,7 @@ def render_overview(
     opacity: float = 0.5,
     cut: bool = False,
     outline: bool = True,
+    fade: bool = False,
 ) -> np.ndarray:
     """Return the slide overview picture: title, slide with heatmap, colour bar with t.
 
@@ -135,6 +136,9 @@ def render_overview(
         opacity: heatmap alpha in [0, 1].
         cut: hide patches with ``F(I) < t``.
         outline: outline the patches with ``F(I) >= t``.
+        fade: "transparent low F(I)", as the app's viewer draws it (:func:`core.heatmap.fade_weight`):
+            no colour up to ``FADE_FROM``, full opacity from ``FADE_FULL``; the colour bar shows
+            the same ramp over white.
 
     Returns:
         RGB uint8 array, ``width`` px wide.
@@ -159,7 +163,7 @@ def render_overview(
             base = np.asarray(Image.fromarray(base).resize((width, pic_h), Image.Resampling.LANCZOS))
     grid = probability_grid(x, y, prob, median_patch_side(pw, ph) or 1.0)
     picture = heatmap_over_thumbnail(
-        base, (w0, h0), grid, colormap=colormap, opacity=opacity, cut=t if cut else None, outline=t if outline else None,
+        base, (w0, h0), grid, colormap=colormap, opacity=opacity, cut=t if cut else None, outline=t if outline else None, fade=fade,
     )
 
     # Layout in pixels: title strip, picture, colour-bar strip. Font sizes follow the width.
@@ -177,15 +181,27 @@ def render_overview(
         fig.text(0.01, y_text - title_px * 1.5 / total, note, ha="left", va="top", fontsize=pt * 0.85, color="#b00020")
 
     bar_h = title_px * 1.1
-    _draw_colorbar(fig, (0.05, (bottom - title_px * 1.6 - bar_h) / total, 0.9, bar_h / total), colormap, t, title_px)
+    _draw_colorbar(fig, (0.05, (bottom - title_px * 1.6 - bar_h) / total, 0.9, bar_h / total), colormap, t, title_px, fade=fade)
     return _to_rgb(canvas, width, total)
 
 
-def _draw_colorbar(fig: Any, rect: tuple[float, float, float, float], colormap: str, t: float, text_px: float) -> None:
-    """Draw a horizontal colour bar of F(I) in [0, 1] in figure coordinates ``rect``, t marked."""
+def _draw_colorbar(
+    fig: Any, rect: tuple[float, float, float, float], colormap: str, t: float, text_px: float, *, fade: bool = False,
+) -> None:
+    """Draw a horizontal colour bar of F(I) in [0, 1] in figure coordinates ``rect``, t marked.
+
+    ``fade``: each colour blended over white with the alpha of "transparent low F(I)".
+    """
+    from matplotlib import colormaps
+
     pt = text_px * 72 / _DPI  # px -> points
     ax = fig.add_axes(rect)
-    ax.imshow(np.linspace(0, 1, 256)[None, :], cmap=colormap, aspect="auto", extent=(0, 1, 0, 1))
+    stops = np.linspace(0, 1, 256)
+    rgb = colormaps[colormap](stops)[:, :3]
+    if fade:
+        alpha = fade_weight(stops)[:, None]
+        rgb = rgb * alpha + (1 - alpha)
+    ax.imshow(rgb[None, :, :], aspect="auto", extent=(0, 1, 0, 1))
     # t: the outline colour of the heatmap, with a thin black core visible on light colours.
     ax.axvline(t, color=np.array(_OUTLINE_RGB) / 255, linewidth=max(2.0, text_px / 6))
     ax.axvline(t, color="black", linewidth=max(0.6, text_px / 24))
@@ -193,7 +209,7 @@ def _draw_colorbar(fig: Any, rect: tuple[float, float, float, float], colormap: 
     ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
     ax.tick_params(labelsize=pt * 0.75, length=text_px / 4)
     ax.set_xlim(0, 1)
-    ax.set_title(f"F(I), probability of cancer; t = {t:.2f}", fontsize=pt * 0.8, pad=text_px / 4)
+    ax.set_title(f"F(I), probability of cancer; t = {t:.2f}" + ("; low F(I) transparent" if fade else ""), fontsize=pt * 0.8, pad=text_px / 4)
 
 
 def render_colorbar(width: int, threshold: float = 0.5, *, colormap: str = "inferno") -> np.ndarray:
