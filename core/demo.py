@@ -64,6 +64,8 @@ FIELD_SCALE = 16  # level-0 pixels per cell of the low-resolution tissue / fat /
 TEXTURE_SCALE = 8  # level-0 pixels per cell of the stroma texture fields
 FAT_CELL = 110  # level-0 pixels between adipocyte centres (55 µm)
 TUMOR_CELL = 26  # level-0 pixels between tumor cell centres (13 µm): a cohesive sheet
+FAT_PERIOD = 20  # adipocytes per period of the fat cells' jitter pattern (1.1 mm)
+TUMOR_PERIOD = 48  # epithelial cells per period of their jitter pattern (0.62 mm; fill and look are not periodic)
 
 SYNTHETIC_NOTE = "Pathology Explorer synthetic demo slide: generated, not real tissue"
 
@@ -446,19 +448,42 @@ def _disc(centre: tuple[float, float], radius: float, y0: int, height: int, widt
     return _polyline_distance([centre, centre], radius, y0, height, width)
 
 
-def _voronoi_border(seeds: np.ndarray, cell: int, first_row: int, rows: np.ndarray, cols: np.ndarray, width: float) -> np.ndarray:
-    """Return, at level-0 pixels (rows, cols), a weight in [0, 1] that is 1 on the borders of the
-    Voronoi cells of a jittered grid of ``seeds`` (one per ``cell`` square, grid row 0 at
-    ``first_row`` cells) and fades out ``width`` px away from them."""
-    gy, gx = rows // cell - first_row, cols // cell
-    fy, fx = rows.astype(np.float32), cols.astype(np.float32)
-    d = np.empty((9, rows.size), dtype=np.float32)
-    for i, (dy, dx) in enumerate((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)):
-        seed = seeds[np.clip(gy + dy, 0, seeds.shape[0] - 1), np.clip(gx + dx, 0, seeds.shape[1] - 1)]
-        np.square(seed[:, 0] - fy, out=d[i])
-        d[i] += np.square(seed[:, 1] - fx)
-    d = np.sqrt(np.partition(d, 1, axis=0)[:2])
-    return np.clip(1.0 + width / 2 - (d[1] - d[0]) / width, 0, 1)
+def _voronoi_tile(jitter: np.ndarray, cell: int, width: float) -> np.ndarray:
+    """Return one period (``n * cell`` px square) of the border weight of a periodic jittered grid.
+
+    Seed (gy, gx) sits at level-0 ``((gy, gx) + jitter[gy % n, gx % n]) * cell`` (jitter in cell
+    units, shape (n, n, 2)); the weight is 1 on the borders of the seeds' Voronoi cells (the 3x3
+    nearest seeds compared) and fades out ``width`` px away from them. Computed cell block by cell
+    block with broadcasting (no per-pixel gathers): pixel (y, x) of the tile is (gy * cell + a, gx * cell + b).
+    """
+    n = jitter.shape[0]
+    a = np.arange(cell, dtype=np.float32)
+    best = np.full((n, cell, n, cell), np.inf, dtype=np.float32)
+    second = np.full_like(best, np.inf)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            shifted = np.roll(jitter, (-dy, -dx), axis=(0, 1)).astype(np.float32)  # the neighbour's jitter at each cell
+            ry = (dy + shifted[..., 0]) * cell  # (n, n): the seed's row offset from the cell's corner
+            rx = (dx + shifted[..., 1]) * cell
+            d = np.square(ry[:, None, :, None] - a[None, :, None, None]) + np.square(rx[:, None, :, None] - a[None, None, None, :])
+            np.minimum(second, np.maximum(best, d), out=second)
+            np.minimum(best, d, out=best)
+    gap = np.sqrt(second) - np.sqrt(best)
+    return np.clip(1.0 + width / 2 - gap / width, 0, 1).astype(np.float32).reshape(n * cell, n * cell)
+
+
+class _PeriodicBorder:
+    """Voronoi cell borders of a periodic jittered grid, looked up by global level-0 row and column
+    (one period computed once, repeated across the slide's width: a row of a window is a copy)."""
+
+    def __init__(self, jitter: np.ndarray, cell: int, width: float, slide_width: int):
+        tile = _voronoi_tile(jitter, cell, width)
+        self.period = tile.shape[0]
+        self.wide = np.tile(tile, (1, -(-slide_width // self.period)))[:, :slide_width]
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """Return the weights (len(rows), slide width) of the given level-0 rows."""
+        return self.wide[np.mod(rows, self.period)]
 
 
 class SlideRenderer:
@@ -469,18 +494,25 @@ class SlideRenderer:
         self.stain = plan.stain or Stain(tuple(OD_HAEMATOXYLIN), tuple(OD_EOSIN), 1.0, 1.0, OD_GLASS)
         self.tissue_field = _tissue_field(plan.seed, plan.width, plan.height)
         self.fat_field = _fat_field(plan.seed, plan.width, plan.height)
-        self.patches, self.warp, self.loose = _texture_fields(plan.seed, plan.width, plan.height)
+        patches, self.warp, loose = _texture_fields(plan.seed, plan.width, plan.height)
+        # Eosin density of stroma at low resolution: patchy (~1) and paler where the stroma is loose, oedematous.
+        self.stroma = (patches * np.clip(1.45 - 0.5 * loose, 0.55, 1.0)).astype(np.float32)
+        # White noise for the grain and the collagen fibres: blocks cut from one pool at random
+        # offsets (per block, from the seed); white noise pieced together has no seams.
+        self.noise = np.random.default_rng([*plan.seed, 9]).standard_normal((TILE, min(plan.width, 8192) + 509), dtype=np.float32)
         rng = np.random.default_rng([*plan.seed, 3])
         tumor_kind = "tumor" if plan.grade == "high" else "tumor_low"
         self.sprites = {kind: [_nucleus(rng, kind) for _ in range(24)] for kind in (tumor_kind, "lymph", "hyperchromatic", "crushed", "stroma")}
         self.sprites["tumor"] = self.sprites.pop(tumor_kind)
         self.fibre_warp = rng.uniform(12, 20)  # px of row offset per unit of the warp field
-        # Adipocyte centres: one per FAT_CELL square, jittered (global, so strips agree).
-        rows, cols = plan.height // FAT_CELL + 4, plan.width // FAT_CELL + 4
-        self.fat_seeds = ((np.stack(np.mgrid[0:rows, 0:cols], axis=-1) + rng.uniform(0.1, 0.9, (rows, cols, 2))) * FAT_CELL).astype(np.float32)
+        # Adipocyte and epithelial cell centres: one per FAT_CELL / TUMOR_CELL square, jittered by a
+        # periodic pattern (FAT_PERIOD / TUMOR_PERIOD cells: its borders are computed once per slide).
+        self.fat_border = _PeriodicBorder(rng.uniform(0.1, 0.9, (FAT_PERIOD, FAT_PERIOD, 2)), FAT_CELL, 1.6, plan.width)
+        jitter = rng.uniform(0.15, 0.85, (TUMOR_PERIOD, TUMOR_PERIOD, 2))
+        self.cell_border = _PeriodicBorder(jitter, TUMOR_CELL, 1.2, plan.width)
         rows, cols = plan.height // TUMOR_CELL + 8, plan.width // TUMOR_CELL + 4
-        self.cell_seeds = ((np.stack(np.mgrid[0:rows, 0:cols], axis=-1) + rng.uniform(0.15, 0.85, (rows, cols, 2))) * TUMOR_CELL).astype(np.float32)
-        self.cell_seeds[..., 0] -= 2 * TUMOR_CELL  # rows start above the slide
+        grid = np.stack(np.mgrid[0:rows, 0:cols], axis=-1) - np.array([2, 0])  # grid rows start 2 cells above the slide
+        self.cell_seeds = ((grid + jitter[grid[..., 0] % TUMOR_PERIOD, grid[..., 1] % TUMOR_PERIOD]) * TUMOR_CELL).astype(np.float32)
         self.cell_fill = rng.uniform(size=(rows, cols)) < plan.cellularity
         # Isolated tumor cell clusters are drawn with every cell: a handful of cells, never none.
         self.itcs = tuple(t for t, size in zip(plan.tumors, plan.tumor_sizes) if size == "itc")
@@ -571,9 +603,7 @@ class SlideRenderer:
         htop, hrows, hcols = top // 2, height // 2 + 2, width // 2 + 2
         first = htop // half_tile
         blocks = range(first, -(-(htop + hrows) // half_tile))
-        noise = np.concatenate([
-            np.random.default_rng([*self.plan.seed, 8, b + 1000]).standard_normal((half_tile, hcols), dtype=np.float32) for b in blocks
-        ])[htop - first * half_tile :][:hrows]
+        noise = np.concatenate([self._noise_block((8, b + 1000), half_tile, hcols) for b in blocks])[htop - first * half_tile :][:hrows]
         streaks = ndimage.gaussian_filter(noise, (0.6, 3.5), mode="nearest")
         streaks *= np.float32(np.sqrt(4 * np.pi * 0.6 * 3.5))  # unit variance, whatever the window
         warp = _upsample(self.warp, TEXTURE_SCALE // 2, 0, htop, hcols, hrows)
@@ -595,26 +625,23 @@ class SlideRenderer:
     def _eosin(self, masks: dict[str, np.ndarray], top: int, height: int) -> np.ndarray:
         """Return the eosin density of a window: fibrous stroma, cytoplasm, fat membranes."""
         width = self.plan.width
-        patches = _upsample(self.patches, TEXTURE_SCALE, 0, top, width, height)
-        warp = _upsample(self.warp, TEXTURE_SCALE, 0, top, width, height)
-        loose = _upsample(self.loose, TEXTURE_SCALE, 0, top, width, height)
+        stroma = _upsample(self.stroma, TEXTURE_SCALE, 0, top, width, height)
         fibre = self._fibres(top, height)
-        eosin = (0.62 + 0.2 * fibre) * patches
+        eosin = 0.2 * fibre
+        eosin += 0.62
+        eosin *= stroma
         eosin *= np.clip((fibre + 1.5) / 0.8, 0.2, 1.0)  # thin clefts between bundles
-        eosin *= np.clip(1.45 - 0.5 * loose, 0.55, 1.0)  # loose, oedematous stroma
         epithelium = masks["tumor"] | masks["hyperchromatic"]
-        eosin[epithelium] = 0.30 + 0.1 * patches[epithelium]  # scant cytoplasm
+        eosin[epithelium] = 0.30 + 0.1 * stroma[epithelium]  # scant cytoplasm
         eosin[masks["lymphoid"]] *= 0.45
         eosin *= masks["tissue"]
-        tumor = masks["tumor"] | masks["hyperchromatic"]
-        if tumor.any():  # cell borders between epithelial cells, faint
-            r, c = np.nonzero(tumor)
-            border = _voronoi_border(self.cell_seeds, TUMOR_CELL, -2, r + top, c, 1.2)
-            eosin[r, c] += 0.22 * border
+        lines = np.flatnonzero(epithelium.any(axis=1))
+        if lines.size:  # cell borders between epithelial cells, faint
+            eosin[lines] += (0.22 * self.cell_border.rows(lines + top)) * epithelium[lines]
         fat = masks["fat"]
-        if fat.any():  # thin membranes between adipocytes, empty inside
-            r, c = np.nonzero(fat)
-            eosin[r, c] = 0.75 * _voronoi_border(self.fat_seeds, FAT_CELL, 0, r + top, c, 1.6)
+        lines = np.flatnonzero(fat.any(axis=1))
+        if lines.size:  # thin membranes between adipocytes, empty inside
+            eosin[lines] = np.where(fat[lines], 0.75 * self.fat_border.rows(lines + top), eosin[lines])
         return eosin
 
     def _artefacts(self, haem: np.ndarray, eosin: np.ndarray, ink: np.ndarray, grey: np.ndarray, top: int, height: int, tissue: np.ndarray) -> None:
@@ -705,9 +732,7 @@ class SlideRenderer:
         eosin *= np.float32(0.55 * stain.e_scale)
         # Grain is drawn per block of TILE rows, so strips of any (tile-aligned) size agree.
         blocks = range(row0 // TILE, -(-(row0 + rows) // TILE))
-        base = np.concatenate(
-            [np.random.default_rng([*plan.seed, 7, b]).standard_normal((TILE, width), dtype=np.float32) for b in blocks]
-        )[row0 - blocks[0] * TILE :][:rows]
+        base = np.concatenate([self._noise_block((7, b), TILE, width) for b in blocks])[row0 - blocks[0] * TILE :][:rows]
         base *= 0.02
         base += np.float32(stain.glass)
         base += grey
@@ -726,6 +751,14 @@ class SlideRenderer:
             optical_density *= 255
             rgb[:, :, channel] = optical_density
         return rgb
+
+    def _noise_block(self, stream: tuple[int, int], rows: int, cols: int) -> np.ndarray:
+        """Return white noise (rows, cols), unit variance: the pool from a random (row, column)
+        offset drawn from the slide's seed and ``stream``, wrapped around its edges."""
+        pool = self.noise
+        offset = np.random.default_rng([*self.plan.seed, *stream]).integers(0, pool.shape, size=2)
+        picked = np.take(pool, np.arange(offset[0], offset[0] + rows), axis=0, mode="wrap")
+        return np.take(picked, np.arange(offset[1], offset[1] + cols), axis=1, mode="wrap")
 
     @staticmethod
     def _stamp(canvas: np.ndarray, sprite: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None:
@@ -870,6 +903,15 @@ def _write_table(path: Path, rows: Sequence[tuple[str, str, str]]) -> None:
         writer.writerows(rows)
 
 
+def _first_start_order(plans: Sequence[SlidePlan]) -> list[SlidePlan]:
+    """Return the plans in the order they are written: first the first tumor slide with a
+    macrometastasis (else the first tumor slide), so that the first slide a user sees on first
+    start has a tumor on it; then the rest in layout order."""
+    tumor = [plan for plan in plans if plan.label == "tumor"]
+    first = next((plan for plan in tumor if plan.scenario == "macro"), tumor[0] if tumor else None)
+    return ([first] if first else []) + [plan for plan in plans if plan is not first]
+
+
 def make_demo_cohort(
     out: str | os.PathLike,
     *,
@@ -898,7 +940,7 @@ def make_demo_cohort(
         splits: only the slides of these splits are written (and listed in cohort.csv),
             e.g. ``("val", "test")`` for the held-out slides; None: all.
         on_slide: ``on_slide(name)`` after each slide is complete on disk, in the order
-            they finish.
+            they finish (a tumor slide with a macrometastasis is started first).
     """
     out = Path(out)
     if size < 1024:
@@ -916,7 +958,7 @@ def make_demo_cohort(
     with atomic_write(marker, "w") as handle:
         handle.write(what)
     written = {p.name for p in plans if resuming and (out / "slides" / f"{p.name}.tiff").is_file()}
-    jobs = [(plan, str(out)) for plan in plans if plan.name not in written]
+    jobs = [(plan, str(out)) for plan in _first_start_order(plans) if plan.name not in written]
     workers = workers or min(max(len(jobs), 1), os.cpu_count() or 1)
     started = time.perf_counter()
     cohort = out / "cohort.csv"
