@@ -13,9 +13,15 @@ default 2952ddd, the commit before the generator was vectorised), checked out wi
    first slide written (from the process start, imports included) and to the whole cohort,
    and which slide came first.
 
+3. ``--app``: the app's first start on an empty demo folder (``streamlit run app/main.py``
+   and headless Debian Chromium, as a new user): seconds from the server's start to its health
+   check, to the frame (title in the sidebar, progress line), to the first slide written, and
+   to the first heatmap (Show the slides written so far, Run the model on the slide Review
+   opens, the viewer's first overlay tile). The committed demo model is used.
+
 Prints the load average (``os.getloadavg()``) before and after each part: the machine is shared.
 
-    python bench/bench_demo_generation.py [--before 2952ddd] [--slides 4] [--no-cohort]
+    python bench/bench_demo_generation.py [--before 2952ddd] [--slides 4] [--no-cohort] [--app]
 """
 
 from __future__ import annotations
@@ -69,12 +75,81 @@ def run(tree: Path, script: str, *args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def first_start_in_the_app(folder: Path) -> None:
+    """Print the timeline of the app's first start on the empty demo folder ``folder``."""
+    import re
+    import socket
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, PATHEX_DEMO_DIR=str(folder), PATHEX_NO_DEMO_TRAINING="1", PATHEX_UPLOAD_DIR=str(folder.parent / "uploads"))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    print(f"app: first start on an empty demo folder; {load()}")
+    started = time.perf_counter()
+
+    def since() -> float:
+        return time.perf_counter() - started
+
+    log = open(folder.parent / "server.log", "w")  # noqa: SIM115 (closed after the server stops)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port), "--server.headless", "true"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://localhost:{port}"
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        print(f"  server answers its health check: {since():.1f} s")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            overlay: list[float] = []
+            page.on("request", lambda r: overlay.append(since()) if "/tiles/overlay/" in r.url else None)
+            page.goto(url, wait_until="domcontentloaded")
+            page.locator('[data-testid="stSidebar"]').get_by_text("Pathology Explorer").first.wait_for(timeout=120_000)
+            page.get_by_text(re.compile(r"Creating the synthetic demo cohort")).first.wait_for(timeout=120_000)
+            print(f"  frame with its progress line: {since():.1f} s")
+            while not list((folder / "slides").glob("*.tiff")):
+                time.sleep(0.1)
+            first = next((folder / "slides").glob("*.tiff")).stem
+            print(f"  first slide written ({first}): {since():.1f} s")
+            show = page.get_by_role("button", name=re.compile(r"^Show the \d+ slides? written so far"))
+            show.first.wait_for(timeout=120_000)
+            show.first.click()
+            run = page.get_by_role("button", name=re.compile("^Run the model on demo_0"))
+            run.first.wait_for(timeout=120_000)
+            print(f"  Review offers to run the model on it ({run.first.inner_text().strip()}): {since():.1f} s")
+            run.first.click()
+            while not overlay:
+                page.wait_for_timeout(100)
+            print(f"  first heatmap tile requested: {overlay[0]:.1f} s; {load()}")
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default="2952ddd", help="commit of the 'before' generator")
     parser.add_argument("--slides", type=int, default=4, help="slides timed one by one (seed 0's first ones)")
     parser.add_argument("--no-cohort", action="store_true", help="skip the fresh first start of the whole cohort")
+    parser.add_argument("--app", action="store_true", help="also time the app's first start in a browser")
+    parser.add_argument("--app-only", action="store_true", help="only time the app's first start")
     args = parser.parse_args()
+    if args.app_only:
+        with tempfile.TemporaryDirectory(prefix="bench-demo-app-") as tmp:
+            first_start_in_the_app(Path(tmp) / "demo")
+        return
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}; {load()}")
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as tmp:
         tmp = Path(tmp)
@@ -101,6 +176,8 @@ def main() -> None:
                         f"  first slide written ({result['slide']}) {result['first_s']:.1f} s after the process started, "
                         f"whole cohort {result['cohort_s']:.1f} s; {load()}"
                     )
+            if args.app:
+                first_start_in_the_app(tmp / "app" / "demo")
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], check=False, capture_output=True)
 

@@ -142,6 +142,21 @@ def test_slides_are_usable_as_they_are_written_and_an_interrupted_cohort_resumes
     assert [r["slide"] for r in _rows(tmp_path / "c")] == ["demo_001", "demo_002", "demo_003"]
 
 
+def test_a_tumor_slide_is_written_first(tmp_path):
+    """First start: the first slide a user can open has a tumor on it (in the default cohort, a
+    macrometastasis); the others follow in layout order."""
+    from core.demo import _first_start_order
+
+    order = _first_start_order(_plans((24, 0, 6144)))
+    assert order[0].label == "tumor" and order[0].scenario == "macro" and "macro" in order[0].tumor_sizes
+    rest = [p.name for p in order[1:]]
+    assert rest == sorted(rest) and len(order) == 24
+    seen = []
+    make_demo_cohort(tmp_path / "c", n_slides=3, seed=1, size=1024, workers=1, on_slide=seen.append)
+    labels = {r["slide"]: r["label"] for r in _rows(tmp_path / "c")}
+    assert labels[seen[0]] == "tumor" and sorted(seen) == sorted(labels)
+
+
 def _plan_with_every_artefact():
     """A 2048 px tumor slide with a fold, a pen mark, a blur patch and a bubble, each crossing
     strip and tile boundaries (rows 256, 512, 768...)."""
