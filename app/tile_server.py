@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 # any run of digits into an int, and a thousand-digit one fails inside the router (a 500).
 SLIDE_ROUTE = "/tiles/slide/{token}/{z}/{x}/{y}.jpg"
 OVERLAY_ROUTE = "/tiles/overlay/{token}/{z}/{x}/{y}.png"
+#: A run's probability grid as little-endian float32, row by row (NaN: no patch): the viewer draws
+#: the t outlines from it in the browser, so a t move fetches nothing.
+GRID_ROUTE = "/tiles/grid/{token}.f32"
 CACHE_HEADERS = {"Cache-Control": "private, max-age=3600"}
 #: Tiles rendered at once (slide decoding and overlay drawing); more requests wait their turn,
 #: so a burst cannot take every thread of the server's pool.
@@ -56,6 +59,7 @@ _slides: dict[str, Path] = {}
 _overlay_cache = LRU(64 * 2**20)  # encoded overlay tiles by (token, z, x, y), 64 MiB: a token fixes grid and style
 _tilers: OrderedDict[str, SlideTiler] = OrderedDict()
 _overlays: OrderedDict[str, _Overlay] = OrderedDict()
+_grids: OrderedDict[str, ProbabilityGrid] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -84,6 +88,29 @@ def register_overlay(
         while len(_overlays) > MAX_REGISTERED:
             _overlays.popitem(last=False)
     return token
+
+
+def register_grid(slide_token: str, run_key: object, grid: ProbabilityGrid) -> str:
+    """Allow a run's probability grid to be fetched (:data:`GRID_ROUTE`); return its token."""
+    token = _token("grid", slide_token, run_key, grid.shape)
+    with _lock:
+        _grids[token] = grid
+        _grids.move_to_end(token)
+        while len(_grids) > MAX_REGISTERED:
+            _grids.popitem(last=False)
+    return token
+
+
+def grid_url(token: str) -> str:
+    """Return the root-relative URL of a registered grid's values."""
+    return f"/tiles/grid/{token}.f32"
+
+
+def grid_bytes(grid: ProbabilityGrid) -> bytes:
+    """Return the grid's values as little-endian float32 bytes, row by row (what :data:`GRID_ROUTE` serves)."""
+    import numpy as np
+
+    return np.ascontiguousarray(grid.values, dtype="<f4").tobytes()
 
 
 def slide_url(token: str) -> str:
@@ -176,6 +203,16 @@ async def overlay_tile_route(request: Request) -> Response:
     return Response(data, media_type="image/png", headers=CACHE_HEADERS)
 
 
+async def grid_route(request: Request) -> Response:
+    """GET a registered probability grid's values (:func:`grid_bytes`); 404 for unknown tokens."""
+    with _lock:
+        grid = _grids.get(request.path_params.get("token", ""))
+    if grid is None:
+        return _not_found()
+    data = await run_in_threadpool(grid_bytes, grid)
+    return Response(data, media_type="application/octet-stream", headers=CACHE_HEADERS)
+
+
 async def viewer_static(request: Request) -> Response:
     """GET a vendored file of the slide viewer (app/viewer/static, a fixed list); 404 for any other name."""
     from app.viewer import STATIC_FILES, static_file
@@ -191,12 +228,12 @@ async def viewer_static(request: Request) -> Response:
 
 
 def routes() -> list[Route]:
-    """Return the tile routes and the viewer's static route to mount beside Streamlit."""
+    """Return the tile routes, the grid route and the viewer's static route to mount beside Streamlit."""
     from app.viewer import STATIC_ROUTE
 
     return [
         Route(SLIDE_ROUTE, slide_tile, methods=["GET"]), Route(OVERLAY_ROUTE, overlay_tile_route, methods=["GET"]),
-        Route(STATIC_ROUTE, viewer_static, methods=["GET"]),
+        Route(GRID_ROUTE, grid_route, methods=["GET"]), Route(STATIC_ROUTE, viewer_static, methods=["GET"]),
     ]
 
 

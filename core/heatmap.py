@@ -168,6 +168,37 @@ def render_overlay(
     return np.ascontiguousarray(rgba)
 
 
+def outline_runs(grid: ProbabilityGrid, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Return the border of the regions of cells with F(I) >= ``threshold`` as runs of cell edges.
+
+    The browser's viewer draws the t outlines from these runs (``app/viewer/viewer.js`` computes
+    the same ones from the grid's values), so a t move needs no new overlay tile. The comparison
+    is made in float32, the grid's precision.
+
+    Returns:
+        ``(horizontal, vertical)`` int64 arrays of shape (n, 3). A horizontal run ``(r, c0, c1)``
+        is the edge between cell rows r - 1 and r (r in 0..rows) from column c0 to c1 (exclusive),
+        i.e. level-0 y = ``y0 + r * step0``, x from ``x0 + c0 * step0`` to ``x0 + c1 * step0``;
+        a vertical run ``(c, r0, r1)`` likewise along x = ``x0 + c * step0``. Runs are ordered
+        by their first index, then the second. Cells outside the grid count as below t.
+    """
+    values = np.asarray(grid.values, dtype=np.float32)
+    above = np.pad(values >= np.float32(threshold), 1)  # NaN (no patch) compares False
+    horizontal = above[:-1, 1:-1] != above[1:, 1:-1]  # (rows + 1, cols): edge above cell row r
+    vertical = above[1:-1, :-1] != above[1:-1, 1:]  # (rows, cols + 1): edge left of cell column c
+    return _runs(horizontal), _runs(vertical.T)
+
+
+def _runs(mask: np.ndarray) -> np.ndarray:
+    """Return (row, start, end) of the runs of True along each row of ``mask`` (end exclusive)."""
+    if mask.size == 0:
+        return np.zeros((0, 3), dtype=np.int64)
+    step = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    rows, starts = np.nonzero(step == 1)
+    _, ends = np.nonzero(step == -1)  # row-major order: the n-th end closes the n-th start
+    return np.stack([rows, starts, ends], axis=1).astype(np.int64)
+
+
 def _erode_keep_border(mask: np.ndarray, times: int) -> np.ndarray:
     """Return ``mask`` eroded ``times`` pixels, the picture's edge continuing the mask outward (not a border)."""
     padded = np.pad(mask, times, mode="edge")

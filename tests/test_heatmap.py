@@ -6,7 +6,7 @@ from matplotlib import colormaps
 
 from core.heatmap import (
     DEFAULT_COLORMAP, FADE_FROM, FADE_FULL, OUTLINE_HALO_RGB, OUTLINE_RGB, composite, fade_weight, heatmap_over_thumbnail,
-    probability_grid, render_overlay,
+    outline_runs, probability_grid, render_overlay,
 )
 
 
@@ -56,6 +56,25 @@ def test_outline_continues_across_tiles():
     assert (right[:, :2, :3] == OUTLINE_RGB).all() and (right[:, :2, 3] == 255).all()
     assert (left[:, 9, :3] == OUTLINE_HALO_RGB).all() and (left[:, 9, 3] == 255).all()
     assert (left[:, :9, 3] == 0).all()  # opacity 0: nothing else drawn
+
+
+def test_outline_runs_are_the_border_of_cells_above_threshold():
+    """Hand-computed: a 2 x 3 grid, cells >= 0.5 marked #, NaN marked .:  # # .  /  . # #"""
+    grid = probability_grid(np.array([0, 100, 200, 0, 100, 200]), np.array([0, 0, 0, 100, 100, 100]),
+                            [0.9, 0.5, 0.1, 0.2, 0.7, 0.6], size0=100)
+    grid.values[0, 2] = np.nan
+    horizontal, vertical = outline_runs(grid, 0.5)
+    # Row boundaries 0 (top), 1 (middle), 2 (bottom): top over columns 0-1, middle where the rows differ
+    # (column 0: # over ., column 2: . over #), bottom under columns 1-2.
+    assert horizontal.tolist() == [[0, 0, 2], [1, 0, 1], [1, 2, 3], [2, 1, 3]]
+    # Column boundaries: 0 at row 0; 1 at row 1 (. | #); 2 at row 0 (# | .); 3 at row 1.
+    assert vertical.tolist() == [[0, 0, 1], [1, 1, 2], [2, 0, 1], [3, 1, 2]]
+    # t is compared in float32, as the grid holds it: a cell equal to t is above.
+    value = np.float32(0.29)
+    grid.values[:] = value
+    assert len(outline_runs(grid, 0.29)[0]) == 2 and len(outline_runs(grid, float(np.nextafter(value, np.float32(1)))) [0]) == 0
+    empty = probability_grid(np.array([], dtype=int), np.array([], dtype=int), [], size0=100)
+    assert outline_runs(empty, 0.5)[0].shape == (0, 3)
 
 
 def test_composite_blends():

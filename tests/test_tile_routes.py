@@ -76,6 +76,8 @@ def test_overlay_tile_colours_match_the_probabilities(served):
         "/tiles/slide/..%2F..%2F..%2Fetc%2Fpasswd/0/0/0.jpg",
         "/tiles/slide/%2Fetc%2Fpasswd/0/0/0.jpg",
         "/tiles/overlay/unknown/0/0/0.png",
+        "/tiles/grid/unknown.f32",
+        "/tiles/grid/..%2F..%2Fetc%2Fpasswd.f32",
     ],
 )
 def test_unknown_tokens_and_paths_are_refused(served, path):
@@ -83,6 +85,17 @@ def test_unknown_tokens_and_paths_are_refused(served, path):
     with pytest.raises(urllib.error.HTTPError) as info:
         get(base + path)
     assert info.value.code in (400, 403, 404)
+
+
+def test_grid_route_serves_the_runs_probabilities_as_float32(served):
+    """The viewer draws the t outlines from these values: they are the grid's, NaN where no patch."""
+    base = served[0]
+    grid = probability_grid(np.array([0, 256, 0]), np.array([0, 0, 256]), [0.125, 0.29, 1.0], size0=256)
+    token = tile_server.register_grid("some-slide", "some-run", grid)
+    status, kind, body = get(f"{base}{tile_server.grid_url(token)}")
+    assert status == 200 and kind == "application/octet-stream"
+    values = np.frombuffer(body, dtype="<f4").reshape(grid.shape)
+    assert np.array_equal(values, grid.values, equal_nan=True) and np.isnan(values[1, 1])
 
 
 def test_tiles_outside_the_world_are_404(served):
