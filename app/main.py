@@ -77,11 +77,13 @@ def run_frame() -> None:
             loaded = None
         if loaded is not None:
             st.caption(("Demo model, trained on synthetic data. " if loaded.is_demo else "") + f"Device: {device_label(loaded.runner.device)}, {loaded.runner.precision}")
+        # A t move reruns only the page's view of t (a fragment the page names), not the frame.
         st.slider(
-            "Decision threshold t", 0.0, 1.0, step=0.01, key=state.THRESHOLD,
+            "Decision threshold t", 0.0, 1.0, step=0.01, key=state.THRESHOLD, on_change=context.rerun_view,
             help="A patch is called cancer when F(I) ≥ t, a slide when one of its patches is. Every page uses this t.",
         )
 
+    st.session_state[state.VIEW_FRAGMENT] = None  # the page names its view fragment, if it draws one
     page = st.navigation(navigation.pages())
     show_demo_progress()  # above the page, until the demo cohort is complete
     page.run()
@@ -95,4 +97,20 @@ else:  # imported by the server (`streamlit run` finds this st.App): the app wit
     # over every 5 ms by default, so under 8 busy sessions each response waited its turn many
     # times (health polls over 5 s); a shorter interval keeps the loop responsive (bench_load).
     sys.setswitchinterval(float(os.environ.get("PATHEX_GIL_SWITCH_S", "0.0005")))
+
+    def _start_demo_cohort() -> None:
+        try:
+            from app.demo import ensure_demo_cohort
+
+            ensure_demo_cohort()
+        except Exception:  # the first session's run tries again and shows the error
+            import logging
+
+            logging.getLogger(__name__).exception("the demo cohort could not be started with the server")
+
+    # First start: the synthetic cohort is started with the server, not when the first browser
+    # session arrives (seconds earlier); a thread, so the server does not wait for the imports.
+    import threading
+
+    threading.Thread(target=_start_demo_cohort, name="demo-cohort-start", daemon=True).start()
     app = st.App(__file__, routes=tile_server.routes(), lifespan=tile_server.lifespan)
