@@ -31,6 +31,30 @@ DEMO_MODEL = REPO_ROOT / "models" / "demo-tiny.pt"
 DEMO_LABEL = "Demo model (tiny CNN, synthetic data)"
 
 
+# -- partial reruns ----------------------------------------------------------------------------
+def rerun_view() -> None:
+    """Widget callback (the sidebar's t, Review's viewer settings): rerun only the current page's view.
+
+    The page names its fragment in ``state.VIEW_FRAGMENT`` on each full run (the frame clears it
+    first); without one, or when it was not drawn in the last run, the app reruns as usual.
+    """
+    from streamlit.errors import StreamlitAPIException
+
+    key = st.session_state.get(state.VIEW_FRAGMENT)
+    if not key:
+        return
+    try:
+        st.rerun(key)  # raises Streamlit's rerun request: only that fragment runs
+    except StreamlitAPIException:
+        return  # the fragment was not drawn in the last run: a full rerun, as without a callback
+
+
+def rerun_here() -> None:
+    """Rerun the fragment this is called from when it runs alone, else the whole app."""
+    ctx = get_script_run_ctx()
+    st.rerun(scope="fragment" if ctx is not None and ctx.fragment_ids_this_run else "app")
+
+
 # -- folders and uploads ----------------------------------------------------------------------
 def data_dir() -> Path:
     """Return the data folder chosen in the sidebar."""
@@ -143,6 +167,42 @@ def tumors(slide_name: str) -> list:
     if path is None:
         return []
     return _tumors(str(path), path.stat().st_mtime)
+
+
+def default_slide(table: pd.DataFrame, summaries: dict) -> str | None:
+    """Return the slide a page opens on: a tumour slide, one with complete predictions first.
+
+    ``table`` is :func:`cohort` (slides without a file are skipped), ``summaries`` is
+    :func:`run_summaries`. Without tumour slides: a predicted slide, else the first one; None
+    when no slide has a file.
+    """
+    names = [n for n, p in zip(table["slide"], table["path"]) if p]
+    labels = dict(zip(table["slide"], table["label"]))
+    predicted = {n for n in names if (summaries.get(n) or {}).get("status") == "complete"}
+    for wanted in (
+        lambda n: labels.get(n) == "tumor" and n in predicted, lambda n: labels.get(n) == "tumor", lambda n: n in predicted,
+    ):
+        found = next((n for n in names if wanted(n)), None)
+        if found is not None:
+            return found
+    return names[0] if names else None
+
+
+def demo_slides_in_progress() -> tuple[int, int] | None:
+    """Return (slides written, slides planned; 0 when not known yet) while the data folder is the demo
+    cohort being made on first start, else None."""
+    from core.demo import cohort_in_progress
+    from core.paths import demo_dir
+
+    folder = data_dir()
+    if folder.resolve() != demo_dir() or not cohort_in_progress(folder):
+        return None
+    from app.demo import demo_generation
+
+    job = demo_generation(folder)  # already running (the frame started it): its counts, nothing new started
+    if job is None:
+        return None
+    return job.done, job.total
 
 
 # -- store and model ----------------------------------------------------------------------------

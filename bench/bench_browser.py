@@ -37,8 +37,10 @@ except ImportError:  # reported when the browser part starts
 
 PATCH = 64  # level-0 px; the big slide's grid (20,480 px square: 102,400 patches, 100,000 kept)
 SETTLED = """!document.querySelector('[data-testid="stStatusWidget"]') && !document.querySelector('[data-stale="true"]')"""
-# The viewer has drawn the overlay it was last given (and the slide under it).
-VIEWER_DRAWN = """(() => { const v = window.pathexViewer; return !!(v && v.viewer && v.overlay && !v.pendingOverlay
+# The viewer has drawn what it was last given: the slide, the overlay and the t outlines
+# (viewer.drawn(); a tree from before it existed: the overlay, which then held the outlines).
+VIEWER_DRAWN = """(() => { const v = window.pathexViewer; if (v && v.drawn) return v.drawn();
+    return !!(v && v.viewer && v.overlay && !v.pendingOverlay
     && v.overlayDrawn.token === v.overlayRequested.token && v.viewer.world.getItemCount() >= 2
     && v.viewer.world.getItemAt(0).getFullyLoaded()); })()"""
 TO_PAGE = """([x, y]) => { const v = window.pathexViewer, r = v.stage.getBoundingClientRect();
@@ -392,6 +394,95 @@ def measure_browser(url: str, fix: dict, reps: int, results: Results) -> None:
         browser.close()
 
 
+# -- where a t move's time goes (--split) ------------------------------------------------------
+# Recorded in the page: every websocket message (direction, time, bytes), long main-thread tasks,
+# and the overlay tiles fetched (resource timing).
+SPLIT_INIT = """(() => {
+  window.__ws = []; window.__long = [];
+  const Native = window.WebSocket;
+  function Patched(...args) {
+    const ws = new Native(...args);
+    ws.addEventListener('message', (e) => window.__ws.push({dir: 'in', t: performance.now(), n: e.data.byteLength ?? e.data.size ?? e.data.length}));
+    const send = ws.send.bind(ws);
+    ws.send = (d) => { window.__ws.push({dir: 'out', t: performance.now(), n: d.byteLength ?? d.length}); return send(d); };
+    return ws;
+  }
+  Patched.prototype = Native.prototype;
+  Object.assign(Patched, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3});
+  window.WebSocket = Patched;
+  try { new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__long.push({t: e.startTime, d: e.duration}); })
+        .observe({type: 'longtask', buffered: true}); } catch (e) {}
+})();"""
+SPLIT_READ = """(start) => {
+  const ws = window.__ws.filter((m) => m.t >= start), inbound = ws.filter((m) => m.dir === 'in');
+  const tiles = performance.getEntriesByType('resource').filter((e) => e.startTime >= start && e.name.includes('/tiles/overlay/'));
+  const v = window.pathexViewer;
+  return {
+    sent: ws.filter((m) => m.dir === 'out').map((m) => m.t - start),
+    first_in: inbound.length ? inbound[0].t - start : null, last_in: inbound.length ? inbound[inbound.length - 1].t - start : null,
+    bytes_in: inbound.reduce((a, m) => a + (m.n || 0), 0), messages_in: inbound.length,
+    long_ms: window.__long.filter((e) => e.t >= start).reduce((a, e) => a + e.d, 0),
+    tiles: tiles.length, tile_bytes: tiles.reduce((a, e) => a + e.encodedBodySize, 0),
+    tile_server_ms: tiles.map((e) => e.responseStart - e.requestStart), tiles_end: tiles.length ? Math.max(...tiles.map((e) => e.responseEnd)) - start : null,
+    overlay_requested: v && v.overlayRequested && v.overlayRequested.at >= start ? v.overlayRequested.at - start : null,
+    overlay_drawn: v && v.overlayDrawn && v.overlayDrawn.at >= start ? v.overlayDrawn.at - start : null,
+    outlines_drawn: v && v.outlinesDrawn && v.outlinesDrawn.at >= start ? v.outlinesDrawn.at - start : null,
+  };
+}"""
+
+
+def measure_split(url: str, reps: int) -> None:
+    """Print, for t moves on Review (big slide) and on Threshold tuning, where the time goes."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.add_init_script(SPLIT_INIT)
+        felt = Felt(page)
+        page.goto(url, wait_until="domcontentloaded")
+        page.get_by_role("heading", name="Review").wait_for(timeout=TIMEOUT_MS)
+        felt.settle()
+        felt.select("Model", "bench-tiny (models/)", sidebar=True)
+        felt.settle()
+        felt.select("Slide", "big")
+        felt.until(VIEWER_DRAWN, felt.now())
+        page.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()
+        t_slider = page.locator('[data-testid="stSidebar"] input[aria-label="Decision threshold t"]')
+        for title, shown, done in [
+            ("Review", "Decision at t = {:.2f}", VIEWER_DRAWN), ("Threshold tuning", "Slide accuracy at t = {:.2f}", "true"),
+        ]:
+            if title != "Review":
+                felt.goto_page(title)
+                felt.until(page_ready(title), felt.now())
+            rows = []
+            for _ in range(reps):
+                t_slider.focus()
+                value = round(float(t_slider.evaluate("el => el.value")) + 0.01, 2)
+                page.wait_for_timeout(300)
+                start = felt.now()
+                t_slider.press("ArrowRight")
+                text_at = felt.until(felt.main_text(shown.format(value)), start) * 1e3
+                total = felt.until(done, start) * 1e3
+                page.wait_for_timeout(800)  # late tiles and messages
+                info = page.evaluate(SPLIT_READ, start)
+                info.update(text=text_at, total=total)
+                rows.append(info)
+            med = lambda key, rows=rows: statistics.median([r[key] for r in rows if r.get(key) is not None] or [float("nan")])
+            print(f"\n{title}: t move, median of {reps} (ms from the key press; load {os.getloadavg()[0]:.2f})")
+            print(f"  first message from the server {med('first_in'):7.0f}   last message {med('last_in'):7.0f}   "
+                  f"{med('messages_in'):.0f} messages, {med('bytes_in') / 1e3:.1f} kB")
+            print(f"  new value shown (settled)     {med('text'):7.0f}   long main-thread tasks {med('long_ms'):.0f} ms in all")
+            if title == "Review":
+                print(f"  overlay requested             {med('overlay_requested'):7.0f}   overlay drawn {med('overlay_drawn'):7.0f}   "
+                      f"outlines drawn {med('outlines_drawn'):7.0f}")
+                server = [statistics.median(r["tile_server_ms"]) for r in rows if r["tile_server_ms"]]
+                print(f"  overlay tiles fetched {med('tiles'):.0f} ({med('tile_bytes') / 1e3:.1f} kB), server time per tile "
+                      f"{statistics.median(server) if server else float('nan'):.0f} ms, last tile in at {med('tiles_end'):.0f}")
+            print(f"  settled with the result drawn {med('total'):7.0f}")
+        browser.close()
+
+
 # -- AppTest: the script's part of the same interactions ----------------------------------------
 def measure_apptest(tree: Path, data: Path, reps: int) -> dict[str, list[float]]:
     os.environ.update({"PATHEX_DEMO_DIR": str(data), "PATHEX_NO_DEMO_TRAINING": "1", "PATHEX_UPLOAD_DIR": str(data.parent / "uploads")})
@@ -404,6 +495,8 @@ def measure_apptest(tree: Path, data: Path, reps: int) -> dict[str, list[float]]
         action().run()
         out.setdefault(key, []).append(time.perf_counter() - start)
         print(f"  AppTest {key}: {out[key][-1]:.2f} s", flush=True)
+        if not len(at.sidebar):  # a fragment ran alone: AppTest's tree holds only its elements; a full run (not timed) brings the rest back
+            at.run()
 
     at = AppTest.from_file(str(tree / "app" / "main.py"), default_timeout=600)
     at.run()
@@ -452,6 +545,7 @@ def main() -> None:
     parser.add_argument("--fresh", type=int, default=3, help="slides without predictions: repetitions of 'Run the model'")
     parser.add_argument("--big", type=Path, default=ROOT / "bench" / "out" / "big_20480.tiff", help="a 20,480 px slide (bench_tiles.big_slide(20480))")
     parser.add_argument("--no-apptest", action="store_true")
+    parser.add_argument("--split", action="store_true", help="only split t moves (Review, Threshold tuning) into messages, render and tiles")
     args = parser.parse_args()
     if not args.big.exists():
         sys.exit(f"{args.big} is missing: bench/bench_tiles.py makes it")
@@ -463,6 +557,16 @@ def main() -> None:
     fix = prepare(data, args.big.resolve(), args.fresh)
     load_before = os.getloadavg()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, tree {tree}; load average before {load_before[0]:.2f}", flush=True)
+    if args.split:
+        port = 8900 + (os.getpid() % 90)
+        proc = serve(tree, data, port, out / "server.log")
+        try:
+            measure_split(f"http://127.0.0.1:{port}", args.reps)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        print(f"load average: {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} at the end")
+        return
     apptest = {} if args.no_apptest else measure_apptest(tree, data, args.reps)
     load_mid = os.getloadavg()
     port = 8900 + (os.getpid() % 90)

@@ -21,7 +21,6 @@ FIGURE_NAMES = ("slide_roc", "slide_confusion", "patch_roc", "patch_pr", "patch_
 st.title("Threshold tuning")
 loaded = widgets.require_model()
 st.caption(widgets.model_caption(loaded))
-t = float(st.session_state[state.THRESHOLD])
 store = widgets.require_store()
 
 
@@ -77,10 +76,11 @@ if missing:
 if not done:
     st.stop()
 
-mode_label = st.radio("FROC mode", ["patch (source material)", "Camelyon16 (official evaluation)"], horizontal=True, key=state.EVAL_MODE,
-                      help="Camelyon16: the challenge's evaluation, computed as its script does, but at each slide's own resolution "
-                      "(the script assumes 0.243 µm/px; `python -m core evaluate --mode camelyon16` does that, for leaderboard numbers).")
-mode = "camelyon16" if mode_label.startswith("Camelyon16") else "patch"
+# A change of mode (like a t move) reruns only the evaluation's view below (context.rerun_view).
+st.radio("FROC mode", ["patch (source material)", "Camelyon16 (official evaluation)"], horizontal=True, key=state.EVAL_MODE,
+         on_change=context.rerun_view,
+         help="Camelyon16: the challenge's evaluation, computed as its script does, but at each slide's own resolution "
+         "(the script assumes 0.243 µm/px; `python -m core evaluate --mode camelyon16` does that, for leaderboard numbers).")
 labels = {n: l for n, l in zip(table["slide"], table["label"]) if n in done}
 splits = {n: (sp or None) for n, sp in zip(table["slide"], table["split"]) if n in done}
 annotations = annotations_dir(context.data_dir()) if annotations_dir(context.data_dir()).is_dir() else None
@@ -94,145 +94,156 @@ runs_key = tuple(sorted(summaries[n]["run_id"] for n in done))
 slide_params = {
     n: run_params(loaded.tiling, float(m)) for n, m in zip(table["slide"], table["mpp"]) if n in labels and m is not None and not pd.isna(m)
 }
-# Camelyon16 mode here measures each slide at its own resolution (the official script assumes
-# 0.243 um/px for all; `python -m core evaluate --mode camelyon16` does that, for leaderboard numbers).
-own_mpp = {s.name: s.mpp for s in store.slides() if s.mpp and s.name in labels} if mode == "camelyon16" else None
-evaluation_key = (
-    str(store.path), loaded.model_id, json.dumps(loaded.params, sort_keys=True), runs_key,
-    json.dumps(labels, sort_keys=True), str(annotations) if annotations else "", mode, json.dumps(slide_params, sort_keys=True),
-    json.dumps(own_mpp, sort_keys=True),
-)
-try:
-    result = evaluate(*evaluation_key)
-except PathologyError as exc:
-    st.error(f"The cohort cannot be evaluated: {exc}")
-    st.stop()
-for warning in result.warnings:
-    st.warning(warning)
-report = result.at_threshold(t)
 
 
-def pct(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
+@st.fragment(key=state.THRESHOLD_VIEW)
+def view_at_t() -> None:
+    """The evaluation at the current t and FROC mode: every number, figure and table below the mode.
 
-
-# -- 1. slides ------------------------------------------------------------------------------------
-st.header("1. Can we detect cancer somewhere in the slide?")
-st.markdown(
-    "A slide is called positive when **at least one** of its patches has F(I) ≥ t; its score is the "
-    "largest F(I) over its patches. The ROC curve sweeps t over the slide scores."
-)
-s = report.slide
-cols = st.columns(4)
-cols[0].metric(f"Slide accuracy at t = {t:.2f}", pct(s.accuracy))
-cols[1].metric("Sensitivity", pct(s.sensitivity))
-cols[2].metric("Specificity", pct(s.specificity))
-cols[3].metric("Slide ROC-AUC", "n/a" if result.slide_auc is None else f"{result.slide_auc:.3f}")
-left, right = st.columns(2)
-fpr_t = (s.fp / (s.fp + s.tn)) if s.fp + s.tn else None
-tpr_t = (s.tp / (s.tp + s.fn)) if s.tp + s.fn else None
-left.plotly_chart(
-    roc_figure(result.slide.fpr, result.slide.tpr, (fpr_t, tpr_t) if fpr_t is not None and tpr_t is not None else None,
-               title="Slide ROC", auc=result.slide_auc, threshold=t),
-    width="stretch",
-)
-right.plotly_chart(confusion_figure([[s.tn, s.fp], [s.fn, s.tp]], title=f"Slides at t = {t:.2f}"), width="stretch")
-high = result.at_threshold(0.99).slide
-st.caption(
-    f"At t = 0.99 the slide accuracy is {pct(high.accuracy)}: a threshold close to 1 can classify slides well "
-    "while saying nothing about *where* the cancer is — which is what the next two questions ask."
-)
-
-# -- 2. patches -----------------------------------------------------------------------------------
-st.header("2. Can we detect cancer in patches?")
-st.markdown(
-    f"A patch is a tumor patch when its inner square (the central {int(result.inner_fraction * 100)}% of its side) "
-    "touches a tumor annotation. Each patch is called positive when F(I) ≥ t."
-)
-p = report.patch
-cols = st.columns(4)
-cols[0].metric("Patch ROC-AUC", "n/a" if result.patch_auc is None else f"{result.patch_auc:.3f}")
-cols[1].metric("Average precision", "n/a" if result.patch.average_precision is None else f"{result.patch.average_precision:.3f}")
-cols[2].metric(f"Sensitivity at t = {t:.2f}", pct(p.sensitivity))
-cols[3].metric("Precision", pct(p.precision))
-fpr, tpr, precision, recall = patch_curves(evaluation_key, result)
-a, b, c = st.columns(3)
-point = (1 - p.specificity, p.sensitivity) if p.specificity is not None and p.sensitivity is not None else None
-a.plotly_chart(roc_figure(fpr, tpr, point, title="Patch ROC", auc=result.patch_auc, threshold=t), width="stretch")
-b.plotly_chart(
-    pr_figure(precision, recall, (p.sensitivity, p.precision) if p.sensitivity is not None and p.precision is not None else None,
-              ap=result.patch.average_precision, threshold=t),
-    width="stretch",
-)
-c.plotly_chart(confusion_figure(p.confusion_matrix, title=f"Patches at t = {t:.2f}"), width="stretch")
-example = result.at_threshold(0.75).patch
-st.caption(
-    f"The source material's example threshold t = 0.75 gives here: {example.tp:,} true positives, {example.fp:,} false positives, "
-    f"{example.fn:,} false negatives, {example.tn:,} true negatives."
-)
-
-# -- 3. tumors ------------------------------------------------------------------------------------
-st.header("3. Do we detect the individual tumors?")
-if mode == "patch":
-    st.markdown(
-        "**FROC** — for each t: *sensitivity* is the share of all tumors (connected annotated regions, all slides) "
-        "that contain at least one patch with F(I) ≥ t; *AvgFP* is the mean number of patches with F(I) ≥ t on the "
-        "slides without cancer. The FROC score is the mean sensitivity at AvgFP = 1/4, 1/2, 1, 2, 4 and 8."
+    A t move or a change of mode reruns only this (a fragment); the evaluation itself is cached.
+    """
+    t = float(st.session_state[state.THRESHOLD])
+    mode = "camelyon16" if str(st.session_state.get(state.EVAL_MODE, "")).startswith("Camelyon16") else "patch"
+    # Camelyon16 mode here measures each slide at its own resolution (the official script assumes
+    # 0.243 um/px for all; `python -m core evaluate --mode camelyon16` does that, for leaderboard numbers).
+    own_mpp = {s.name: s.mpp for s in store.slides() if s.mpp and s.name in labels} if mode == "camelyon16" else None
+    evaluation_key = (
+        str(store.path), loaded.model_id, json.dumps(loaded.params, sort_keys=True), runs_key,
+        json.dumps(labels, sort_keys=True), str(annotations) if annotations else "", mode, json.dumps(slide_params, sort_keys=True),
+        json.dumps(own_mpp, sort_keys=True),
     )
-else:
+    try:
+        result = evaluate(*evaluation_key)
+    except PathologyError as exc:
+        st.error(f"The cohort cannot be evaluated: {exc}")
+        st.stop()
+    for warning in result.warnings:
+        st.warning(warning)
+    report = result.at_threshold(t)
+
+    def pct(value) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f}%"
+
+    # -- 1. slides ------------------------------------------------------------------------------------
+    st.header("1. Can we detect cancer somewhere in the slide?")
     st.markdown(
-        "**Camelyon16 mode** (the challenge's official evaluation, computed as its script does): detections are local "
-        "maxima of the probabilities (non-maximum suppression); tumors are the annotations on the level-5 mask dilated "
-        "by 75 µm; isolated tumor cells (major axis < 275 µm) neither count nor are missed; the lowest probability is "
-        "not a threshold; false positives are averaged over *all* slides."
+        "A slide is called positive when **at least one** of its patches has F(I) ≥ t; its score is the "
+        "largest F(I) over its patches. The ROC curve sweeps t over the slide scores."
     )
-f = report.froc
-cols = st.columns(4)
-cols[0].metric("FROC score", "n/a" if result.froc_score is None else f"{result.froc_score:.3f}")
-cols[1].metric(f"Tumors found at t = {t:.2f}", f"{f.n_detected} / {result.n_tumors}")
-cols[2].metric("Sensitivity", pct(f.sensitivity))
-cols[3].metric("AvgFP", "n/a" if f.avg_fp is None else f"{f.avg_fp:.2f}")
-if result.froc_score is None and result.froc.score_reason:
-    st.caption(result.froc.score_reason)
-if mode == "camelyon16" and result.camelyon is not None:
-    used = sorted({f"{v:g}" for v in result.camelyon.mpp.values()})
+    s = report.slide
+    cols = st.columns(4)
+    cols[0].metric(f"Slide accuracy at t = {t:.2f}", pct(s.accuracy))
+    cols[1].metric("Sensitivity", pct(s.sensitivity))
+    cols[2].metric("Specificity", pct(s.specificity))
+    cols[3].metric("Slide ROC-AUC", "n/a" if result.slide_auc is None else f"{result.slide_auc:.3f}")
+    left, right = st.columns(2)
+    fpr_t = (s.fp / (s.fp + s.tn)) if s.fp + s.tn else None
+    tpr_t = (s.tp / (s.tp + s.fn)) if s.tp + s.fn else None
+    left.plotly_chart(
+        roc_figure(result.slide.fpr, result.slide.tpr, (fpr_t, tpr_t) if fpr_t is not None and tpr_t is not None else None,
+                   title="Slide ROC", auc=result.slide_auc, threshold=t),
+        width="stretch",
+    )
+    right.plotly_chart(confusion_figure([[s.tn, s.fp], [s.fn, s.tp]], title=f"Slides at t = {t:.2f}"), width="stretch")
+    high = result.at_threshold(0.99).slide
     st.caption(
-        f"Camelyon16 mode: measured at each slide's own resolution ({', '.join(used)} µm/px), so distances in µm are right "
-        "for these slides; the challenge's script assumes 0.243 µm/px for every slide (`python -m core evaluate --mode "
-        "camelyon16` uses it, for numbers comparable with the leaderboard)."
+        f"At t = 0.99 the slide accuracy is {pct(high.accuracy)}: a threshold close to 1 can classify slides well "
+        "while saying nothing about *where* the cancer is — which is what the next two questions ask."
     )
-st.plotly_chart(
-    froc_figure(result.froc.avg_fp, result.froc.sensitivity, (f.avg_fp, f.sensitivity), score=result.froc_score,
-                targets=FROC_TARGETS, target_sensitivity=result.froc.target_sensitivity, threshold=t,
-                title="FROC" + (" (Camelyon16 mode, official)" if mode == "camelyon16" else ""),
-                x_title="average false positives per slide, all slides (AvgFP)" if mode == "camelyon16" else "average false positives per normal slide (AvgFP)"),
-    width="stretch",
-)
-with st.expander("Per-slide table at t"):
-    st.dataframe(result.slide_table(t), hide_index=True, width="stretch")
 
-# -- downloads ------------------------------------------------------------------------------------
-with st.expander("Download the figures and a cohort report"):
-    fmt = st.radio("Figure format", ["html", "png", "svg"], horizontal=True, key="figure_format",
-                   help="HTML is Plotly's own self-contained file; PNG and SVG are drawn with matplotlib (no browser engine here).")
-    cols = st.columns(3)
-    # The figures are made when a button is pressed, not on every rerun (a t move).
-    for i, fig_name in enumerate(FIGURE_NAMES):
-        cols[i % 3].download_button(
-            f"{fig_name} (.{fmt})", (lambda n=fig_name, fmt=fmt, result=result, t=t: figure_bytes(evaluation_figures(result, t)[n], fmt)),
-            file_name=f"{fig_name}-t{t:.2f}.{fmt}", on_click="ignore", key=f"download-{fig_name}",
+    # -- 2. patches -----------------------------------------------------------------------------------
+    st.header("2. Can we detect cancer in patches?")
+    st.markdown(
+        f"A patch is a tumor patch when its inner square (the central {int(result.inner_fraction * 100)}% of its side) "
+        "touches a tumor annotation. Each patch is called positive when F(I) ≥ t."
+    )
+    p = report.patch
+    cols = st.columns(4)
+    cols[0].metric("Patch ROC-AUC", "n/a" if result.patch_auc is None else f"{result.patch_auc:.3f}")
+    cols[1].metric("Average precision", "n/a" if result.patch.average_precision is None else f"{result.patch.average_precision:.3f}")
+    cols[2].metric(f"Sensitivity at t = {t:.2f}", pct(p.sensitivity))
+    cols[3].metric("Precision", pct(p.precision))
+    fpr, tpr, precision, recall = patch_curves(evaluation_key, result)
+    a, b, c = st.columns(3)
+    point = (1 - p.specificity, p.sensitivity) if p.specificity is not None and p.sensitivity is not None else None
+    a.plotly_chart(roc_figure(fpr, tpr, point, title="Patch ROC", auc=result.patch_auc, threshold=t), width="stretch")
+    b.plotly_chart(
+        pr_figure(precision, recall, (p.sensitivity, p.precision) if p.sensitivity is not None and p.precision is not None else None,
+                  ap=result.patch.average_precision, threshold=t),
+        width="stretch",
+    )
+    c.plotly_chart(confusion_figure(p.confusion_matrix, title=f"Patches at t = {t:.2f}"), width="stretch")
+    example = result.at_threshold(0.75).patch
+    st.caption(
+        f"The source material's example threshold t = 0.75 gives here: {example.tp:,} true positives, {example.fp:,} false positives, "
+        f"{example.fn:,} false negatives, {example.tn:,} true negatives."
+    )
+
+    # -- 3. tumors ------------------------------------------------------------------------------------
+    st.header("3. Do we detect the individual tumors?")
+    if mode == "patch":
+        st.markdown(
+            "**FROC** — for each t: *sensitivity* is the share of all tumors (connected annotated regions, all slides) "
+            "that contain at least one patch with F(I) ≥ t; *AvgFP* is the mean number of patches with F(I) ≥ t on the "
+            "slides without cancer. The FROC score is the mean sensitivity at AvgFP = 1/4, 1/2, 1, 2, 4 and 8."
+        )
+    else:
+        st.markdown(
+            "**Camelyon16 mode** (the challenge's official evaluation, computed as its script does): detections are local "
+            "maxima of the probabilities (non-maximum suppression); tumors are the annotations on the level-5 mask dilated "
+            "by 75 µm; isolated tumor cells (major axis < 275 µm) neither count nor are missed; the lowest probability is "
+            "not a threshold; false positives are averaged over *all* slides."
+        )
+    f = report.froc
+    cols = st.columns(4)
+    cols[0].metric("FROC score", "n/a" if result.froc_score is None else f"{result.froc_score:.3f}")
+    cols[1].metric(f"Tumors found at t = {t:.2f}", f"{f.n_detected} / {result.n_tumors}")
+    cols[2].metric("Sensitivity", pct(f.sensitivity))
+    cols[3].metric("AvgFP", "n/a" if f.avg_fp is None else f"{f.avg_fp:.2f}")
+    if result.froc_score is None and result.froc.score_reason:
+        st.caption(result.froc.score_reason)
+    if mode == "camelyon16" and result.camelyon is not None:
+        used = sorted({f"{v:g}" for v in result.camelyon.mpp.values()})
+        st.caption(
+            f"Camelyon16 mode: measured at each slide's own resolution ({', '.join(used)} µm/px), so distances in µm are right "
+            "for these slides; the challenge's script assumes 0.243 µm/px for every slide (`python -m core evaluate --mode "
+            "camelyon16` uses it, for numbers comparable with the leaderboard)."
+        )
+    st.plotly_chart(
+        froc_figure(result.froc.avg_fp, result.froc.sensitivity, (f.avg_fp, f.sensitivity), score=result.froc_score,
+                    targets=FROC_TARGETS, target_sensitivity=result.froc.target_sensitivity, threshold=t,
+                    title="FROC" + (" (Camelyon16 mode, official)" if mode == "camelyon16" else ""),
+                    x_title="average false positives per slide, all slides (AvgFP)" if mode == "camelyon16" else "average false positives per normal slide (AvgFP)"),
+        width="stretch",
+    )
+    with st.expander("Per-slide table at t"):
+        st.dataframe(result.slide_table(t), hide_index=True, width="stretch")
+
+    # -- downloads ------------------------------------------------------------------------------------
+    with st.expander("Download the figures and a cohort report"):
+        fmt = st.radio("Figure format", ["html", "png", "svg"], horizontal=True, key="figure_format",
+                       help="HTML is Plotly's own self-contained file; PNG and SVG are drawn with matplotlib (no browser engine here).")
+        cols = st.columns(3)
+        # The figures are made when a button is pressed, not on every rerun (a t move).
+        for i, fig_name in enumerate(FIGURE_NAMES):
+            cols[i % 3].download_button(
+                f"{fig_name} (.{fmt})", (lambda n=fig_name, fmt=fmt, result=result, t=t: figure_bytes(evaluation_figures(result, t)[n], fmt)),
+                file_name=f"{fig_name}-t{t:.2f}.{fmt}", on_click="ignore", key=f"download-{fig_name}",
+            )
+
+        # The download runs in another thread, without session state: bind everything it needs now.
+        def report_html(store=store, cohort=Cohort(tuple(labels), tuple(labels.values()), tuple(splits[n] for n in labels)), annotations=annotations,
+                        model_id=loaded.model_id, mode=mode, params=loaded.params, slide_params=dict(slide_params), mpp=own_mpp, t=t) -> bytes:
+            cohort_results = evaluate_store_cohort(
+                store, cohort, annotations=annotations, model_id=model_id, mode=mode, params=params, slide_params=slide_params, mpp=mpp,
+            )
+            return render_cohort_report(cohort_results, t).encode()
+
+        st.download_button(
+            "Cohort report (one offline HTML file)", report_html, file_name=f"cohort-report-t{t:.2f}.html", mime="text/html",
+            on_click="ignore", type="primary",
+            help="The cohort table, the three evaluation views at t and a thumbnail with the heatmap per slide, in one file that opens offline.",
         )
 
-    # The download runs in another thread, without session state: bind everything it needs now.
-    def report_html(store=store, cohort=Cohort(tuple(labels), tuple(labels.values()), tuple(splits[n] for n in labels)), annotations=annotations,
-                    model_id=loaded.model_id, mode=mode, params=loaded.params, slide_params=dict(slide_params), mpp=own_mpp, t=t) -> bytes:
-        cohort_results = evaluate_store_cohort(
-            store, cohort, annotations=annotations, model_id=model_id, mode=mode, params=params, slide_params=slide_params, mpp=mpp,
-        )
-        return render_cohort_report(cohort_results, t).encode()
-
-    st.download_button(
-        "Cohort report (one offline HTML file)", report_html, file_name=f"cohort-report-t{t:.2f}.html", mime="text/html",
-        on_click="ignore", type="primary",
-        help="The cohort table, the three evaluation views at t and a thumbnail with the heatmap per slide, in one file that opens offline.",
-    )
+st.session_state[state.VIEW_FRAGMENT] = state.THRESHOLD_VIEW  # a t move reruns view_at_t only (context.rerun_view)
+view_at_t()

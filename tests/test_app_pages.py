@@ -34,29 +34,113 @@ def choose_test_model(at):
     return at.run()
 
 
+def shown(at) -> dict:
+    """What a page shows that depends on t: its metrics, dataframes, markdown and captions (label -> value)."""
+    return {
+        "metrics": [(m.label, m.value) for m in at.metric],
+        "tables": [d.value.to_dict("list") for d in at.dataframe],
+        "text": [m.value for m in at.markdown] + [c.value for c in at.caption],
+    }
+
+
+def move_t(at, value: float):
+    """Move the sidebar's t; assert only the page's view reran (a fragment: no sidebar in the run's
+    output) and that it shows what a full rerun at that t shows; return the full rerun."""
+    at.sidebar.slider[0].set_value(value).run()
+    assert not at.exception, at.exception
+    assert len(at.sidebar) == 0 and at.metric, "a t move reran the whole app, not the page's view"
+    fragment = shown(at)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.sidebar.slider[0].value == value
+    full = shown(at)
+    assert fragment["metrics"] == full["metrics"] and fragment["tables"] == full["tables"]
+    assert set(fragment["text"]) <= set(full["text"])
+    return at
+
+
 def test_review_predicts_and_decides_at_t(app):
     at = app.run()
     assert not at.exception, at.exception
     at = choose_test_model(at)
     assert at.title[0].value == "Review"
     assert at.sidebar.slider[0].value == 0.5
-    run_button = next(b for b in at.button if b.label.startswith("Run the model on demo_001"))
+    # Review opens on a tumour slide (demo_001 is normal, demo_002 the first tumour slide).
+    assert at.selectbox(key="selected_slide").value == "demo_002"
+    run_button = next(b for b in at.button if b.label.startswith("Run the model on demo_002"))
     at = run_button.click().run()
     assert not at.exception, at.exception
     decision = next(m for m in at.metric if m.label.startswith("Decision at t"))
     score = float(next(m for m in at.metric if m.label.startswith("Slide score")).value)
     assert decision.value == ("cancer" if score >= 0.5 else "no cancer")
-    # Moving t just above and below the slide score flips the decision, without recomputing.
-    at.sidebar.slider[0].set_value(min(1.0, round(score + 0.01, 2))).run()
+    # Moving t just above and below the slide score flips the decision, without recomputing; only the
+    # page's view reruns (a fragment), and it shows what a full rerun shows.
+    at = move_t(at, min(1.0, round(score + 0.01, 2)))
     assert next(m for m in at.metric if m.label.startswith("Decision at t")).value == "no cancer"
-    at.sidebar.slider[0].set_value(max(0.0, round(score - 0.01, 2))).run()
+    at = move_t(at, max(0.0, round(score - 0.01, 2)))
     assert next(m for m in at.metric if m.label.startswith("Decision at t")).value == "cancer"
+    table = at.dataframe[0].value
+    assert table.columns[-1] == f"decision at t={max(0.0, round(score - 0.01, 2)):.2f}"
+    assert table.set_index("slide").loc["demo_002", table.columns[-1]] == "cancer"
     assert not at.exception
     # Jumping to the most suspicious patch selects the patch whose F(I) is the slide score.
     next(b for b in at.button if b.label == "Go to the most suspicious patch").click().run()
     assert not at.exception, at.exception
     assert float(next(m for m in at.metric if m.label.startswith("F(I), probability")).value) == pytest.approx(score, abs=1e-3)
-    assert at.session_state["view_focus"][0] == "demo_001"
+    assert at.session_state["view_focus"][0] == "demo_002"
+
+
+def test_review_opens_on_a_tumour_slide_with_predictions_first():
+    import pandas as pd
+
+    from app.context import default_slide
+
+    table = pd.DataFrame({
+        "slide": ["n1", "t1", "t2", "t3", "n2"], "label": ["normal", "tumor", "tumor", "", "normal"],
+        "path": ["/a", "/b", "/c", "/d", "/e"],
+    })
+    done = {"status": "complete"}
+    assert default_slide(table, {}) == "t1"  # the first tumour slide
+    assert default_slide(table, {"t2": done, "n1": done, "t1": {"status": "running"}}) == "t2"  # a predicted tumour slide first
+    no_tumour = table.assign(label=["normal", "normal", "", "", "normal"])
+    assert default_slide(no_tumour, {"t3": done}) == "t3"  # no tumour slide: a predicted one
+    assert default_slide(no_tumour, {}) == "n1"
+    assert default_slide(table.assign(path=["", "", "/c", "", ""]), {}) == "t2"  # only slides with a file
+    assert default_slide(table.assign(path=""), {}) is None
+
+
+def test_review_says_the_demo_slides_are_being_made_on_first_start(tmp_path, monkeypatch):
+    """An empty demo folder whose cohort is being written: Review says so (with the count), not "no slides"."""
+    import threading
+
+    from app import demo
+    from core.demo import GENERATING
+
+    release = threading.Event()
+
+    def slow_cohort(folder, progress=None, on_slide=None, **_):  # the generator, stopped before its first slide
+        (folder / GENERATING).write_text("")
+        progress(0, 24)
+        release.wait(60)
+
+    folder = tmp_path / "demo"
+    monkeypatch.setattr(demo, "make_demo_cohort", slow_cohort)
+    monkeypatch.setenv("PATHEX_DEMO_DIR", str(folder))
+    monkeypatch.setenv("PATHEX_NO_DEMO_TRAINING", "1")
+    try:
+        at = AppTest.from_file(MAIN, default_timeout=60)
+        at.run()
+        for _ in range(50):  # the background thread writes its marker
+            if (folder / GENERATING).exists():
+                break
+            threading.Event().wait(0.1)
+        at.run()
+        assert not at.exception, at.exception
+        infos = [i.value for i in at.info]
+        assert any("The synthetic demo slides are being made" in i and "0 of 24 written so far" in i for i in infos), infos
+        assert not any("holds no slides" in i for i in infos), infos
+    finally:
+        release.set()
 
 
 @pytest.fixture(scope="module")
@@ -86,16 +170,17 @@ def test_threshold_page_moves_markers_with_t(app, predicted):
     assert [h.value for h in at.header] == [
         "1. Can we detect cancer somewhere in the slide?", "2. Can we detect cancer in patches?", "3. Do we detect the individual tumors?"
     ]
-    at.sidebar.slider[0].set_value(0.0).run()
+    at = move_t(at, 0.0)
     found_low = metric(at, "Tumors found at t")
     assert metric(at, "Slide accuracy at t = 0.00") == "50.0%"  # every slide called tumor: 2 of 4 right
-    at.sidebar.slider[0].set_value(1.0).run()
+    at = move_t(at, 1.0)
     assert not at.exception
     found_high, total = metric(at, "Tumors found at t").split(" / ")
     assert found_low.split(" / ")[0] == total and int(found_high) < int(total)
     assert metric(at, "AvgFP") == "0.00"
     at.radio[0].set_value("Camelyon16 (official evaluation)").run()
     assert not at.exception, at.exception
+    assert len(at.sidebar) == 0 and at.metric, "the FROC mode reran the whole app, not the evaluation's view"
     assert "Camelyon16 mode" in " ".join(m.value for m in at.markdown)
     # The app measures each slide at its own resolution (the demo's 0.5 um/px) and says so.
     assert any("each slide's own resolution (0.5 µm/px)" in c.value for c in at.caption)

@@ -51,7 +51,7 @@ def test_pages_render_and_viewer_zooms(server):
         page.get_by_role("heading", name="Review").wait_for(timeout=90_000)
         wait_for_run(page)
         # A fresh copy of the cohort: the demo model has no predictions yet, so the button is there.
-        run = page.get_by_role("button", name=re.compile("^Run the model on demo_001"))
+        run = page.get_by_role("button", name=re.compile("^Run the model on demo_002"))
         run.wait_for(timeout=60_000)
         run.click()
         wait_for_run(page, 180)
@@ -98,7 +98,7 @@ def test_pages_render_and_viewer_zooms(server):
             assert page.locator('[data-testid="stException"]').count() == 0, f"exception on {title}"
             page.screenshot(path=str(ARTIFACTS / f"page-{title.lower().replace(' ', '-')}.png"), full_page=True)
             if title == "Threshold tuning":
-                # Only demo_001 is predicted: the page offers the other three.
+                # Only demo_002 (the tumour slide Review opens on) is predicted: the page offers the other three.
                 missing = page.get_by_role("button", name=re.compile("^Run the model on the 3 missing slides"))
                 missing.wait_for(timeout=60_000)
                 missing.click()

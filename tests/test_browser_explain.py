@@ -1,6 +1,6 @@
 """Explain, CNN basics and Network in headless Chromium (Debian's, driven by Playwright), as a teacher uses them.
 
-One walk on a fresh copy of the small cohort with the demo model: run the model on demo_001
+One walk on a fresh copy of the small cohort with the demo model: run the model on demo_002 (the tumour slide Review opens on)
 (Review), then Explain (every method drawn with its colour scale, LIME's numbers, an uploaded
 image with its F(I)), CNN basics (blocky pooled maps) and Network (activation maximization drawing
 its steps while it runs). Each page renders without an exception box. Screenshots go to
@@ -63,12 +63,12 @@ def test_explain_cnn_basics_and_network_pages_draw_their_pictures(server, tmp_pa
         page.goto(server, wait_until="domcontentloaded")
         page.get_by_role("heading", name="Review").wait_for(timeout=90_000)
         wait_for_run(page)
-        run = page.get_by_role("button", name=re.compile("^Run the model on demo_001"))
+        run = page.get_by_role("button", name=re.compile("^Run the model on demo_002"))
         run.wait_for(timeout=60_000)
         run.click()
         wait_for_run(page, 240)
 
-        # Explain: the most suspicious patch of demo_001, six methods, each picture with its colour scale.
+        # Explain: the most suspicious patch of demo_002, six methods, each picture with its colour scale.
         open_page(page, "Explain")
         page.get_by_text("most suspicious patch of a slide").click()
         page.wait_for_function(f"document.querySelectorAll('{IMAGES}').length >= 7", timeout=300_000)

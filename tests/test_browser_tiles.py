@@ -27,7 +27,7 @@ TILE = re.compile(r"/tiles/(slide|overlay)/([0-9a-f]+)/(\d+)/(\d+)/(\d+)\.(jpg|p
 
 @pytest.fixture(scope="module")
 def served(app_cohort, tmp_path_factory):
-    """(server URL, {kind: (token, deepest zoom seen, suffix)}) after Review drew demo_001's heatmap."""
+    """(server URL, {kind: (token, deepest zoom seen, suffix)}) after Review drew demo_002's heatmap (the tumour slide it opens on)."""
     require_browser()
     from playwright.sync_api import sync_playwright
 
@@ -41,7 +41,7 @@ def served(app_cohort, tmp_path_factory):
     from core.inference import model_tiling
 
     with ResultStore(data / "results.sqlite") as store:
-        predict_slide(data / "slides" / "demo_001.tiff", model, store, model_tiling(meta), model_id=meta["model_id"], metadata=meta, device="cpu")
+        predict_slide(data / "slides" / "demo_002.tiff", model, store, model_tiling(meta), model_id=meta["model_id"], metadata=meta, device="cpu")
     seen: dict[str, tuple[str, int, str]] = {}
     with app_server(data, tmp_path_factory.mktemp("log") / "server.log") as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

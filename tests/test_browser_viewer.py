@@ -27,11 +27,11 @@ from tests.browser_support import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-SLIDE = "demo_001"
+SLIDE = "demo_002"  # the tumour slide Review opens on
 LOCAL = re.compile(r"^(https?://(localhost|127\.0\.0\.1)(:\d+)?/|data:|blob:|about:)")
 VIEW = "() => window.pathexViewer.view()"
-READY = """() => { const v = window.pathexViewer; return !!(v && v.viewer && v.viewer.world.getItemCount() >= 2
-                   && v.overlay && !v.pendingOverlay && v.viewer.world.getItemAt(0).getFullyLoaded()); }"""
+# The viewer has drawn what the last run gave it: the slide, the overlay's tiles and the t outlines.
+READY = """() => { const v = window.pathexViewer; return !!(v && v.drawn && v.drawn() && v.viewer.world.getItemCount() >= 2); }"""
 # The slide's four corners in page coordinates, and the viewer's box.
 CORNERS = """() => { const v = window.pathexViewer, it = v.item(), s = v.slide, r = v.stage.getBoundingClientRect();
     const pts = [[0, 0], [s.width, 0], [0, s.height], [s.width, s.height]].map(([x, y]) => {
@@ -122,6 +122,13 @@ def set_threshold(page, value: str) -> None:
         page.wait_for_function("([el, old]) => el.textContent.trim() !== old", arg=[shown.element_handle(), f"{now:.2f}"], timeout=30_000)
     wait_for_run(page)
     assert shown.inner_text().strip() == value
+    # Each step reruns the page's view (a fragment); a step that comes while one runs restarts it, so
+    # the runs can outlast the running indicator's gaps: wait for the view to show the last t.
+    page.wait_for_function(
+        "(t) => { const el = document.querySelector('[data-testid=\"pathexColorbarLabel\"]'); return el && el.textContent.trim() === t; }",
+        arg=f"t = {value}", timeout=60_000,
+    )
+    wait_for_run(page)
 
 
 def predictions(data_folder: Path):
@@ -159,8 +166,10 @@ def test_viewer_opens_fitting_the_whole_slide_with_scale_and_colour_bar(browser_
     STATE["scale"] = scale.inner_text().strip()
 
 
-def test_view_survives_opacity_threshold_and_colour_map(browser_page):
-    page, _ = browser_page
+def test_view_survives_opacity_threshold_and_colour_map(browser_page, data_folder):
+    from core.heatmap import outline_runs, probability_grid
+
+    page, requests = browser_page
     wheel(page, 6)
     zoomed = page.evaluate(VIEW)
     assert zoomed["zoom"] > STATE["home"]["zoom"] * 2, "scrolling did not zoom in"
@@ -179,16 +188,28 @@ def test_view_survives_opacity_threshold_and_colour_map(browser_page):
     slider = page.locator('[data-testid="stMain"] input[aria-label="Heatmap opacity"]')
     slider.press("ArrowLeft")
     wait_for_run(page)
+    page.wait_for_function("() => Math.abs(window.pathexViewer.overlay.item.getOpacity() - 0.55) < 1e-6", timeout=30_000)
     ready(page)
-    assert page.evaluate("() => window.pathexViewer.overlay.item.getOpacity()") == pytest.approx(0.55, abs=1e-6)
     assert same_view(page.evaluate(VIEW), view), "changing the opacity moved the view"
 
+    tiles_before = len([u for u in requests if "/tiles/overlay/" in u])
     set_threshold(page, "0.40")
     ready(page)
     assert page.locator('[data-testid="pathexColorbarLabel"]').inner_text().strip() == "t = 0.40"
-    new_token = page.evaluate("() => window.pathexViewer.overlay.token")
-    assert new_token != token, "moving t did not change the overlay"
-    # Ten reruns, ten overlays: only the last one is left above the slide (none stacked up).
+    # The overlay's tiles do not depend on t: ten t moves fetch no tile; the browser redraws the
+    # outlines from the run's grid, exactly where Python puts the border of the cells >= t.
+    assert page.evaluate("() => window.pathexViewer.overlay.token") == token, "moving t changed the overlay's tiles"
+    assert len([u for u in requests if "/tiles/overlay/" in u]) == tiles_before, "moving t fetched overlay tiles"
+    runs = page.evaluate("() => window.pathexViewer.outlineRuns")
+    preds = predictions(data_folder)
+    grid = probability_grid(preds.x, preds.y, preds.prob, int(preds.width[0]))
+    horizontal, vertical = outline_runs(grid, 0.40)
+    assert runs["horizontal"] == horizontal.tolist() and runs["vertical"] == vertical.tolist()
+    spec = page.evaluate("() => window.pathexViewer.data.outline")
+    assert (spec["rows"], spec["cols"], spec["x0"], spec["y0"], spec["step0"], spec["t"]) == (*grid.shape, grid.x0, grid.y0, grid.step0, 0.4)
+    # Drawn: one path (halo and line) with a move per run, in level-0 px.
+    d = page.locator('[data-testid="pathexOutlines"] path.pathex-outline').get_attribute("d")
+    assert d.count("M") == len(horizontal) + len(vertical) > 0
     assert page.evaluate("() => window.pathexViewer.viewer.world.getItemCount()") == 2
     assert same_view(page.evaluate(VIEW), view), "moving t moved the view"
     shot(page, "zoomed-t-0.40")
@@ -198,7 +219,7 @@ def test_view_survives_opacity_threshold_and_colour_map(browser_page):
     page.get_by_role("option", name="inferno", exact=True).click()
     wait_for_run(page)
     ready(page)
-    assert page.evaluate("() => window.pathexViewer.overlay.token") != new_token
+    assert page.evaluate("() => window.pathexViewer.overlay.token") != token, "a new colour map kept the old tiles"
     assert same_view(page.evaluate(VIEW), view), "changing the colour map moved the view"
     for toggle in ("Transparent low F(I)", "Annotation outlines"):
         page.locator('[data-testid="stMain"] label').filter(has_text=toggle).first.click()
@@ -356,9 +377,9 @@ def test_view_survives_a_page_switch_and_a_new_slide_fits(browser_page):
     # Another slide (not predicted yet) shows no viewer; predicted, it opens fitted.
     box = page.locator('[data-testid="stMain"] [data-testid="stSelectbox"]').filter(has_text="Slide").first
     box.click()
-    page.get_by_role("option", name="demo_002", exact=True).click()
+    page.get_by_role("option", name="demo_003", exact=True).click()
     wait_for_run(page)
-    page.get_by_role("button", name=re.compile("^Run the model on demo_002")).click()
+    page.get_by_role("button", name=re.compile("^Run the model on demo_003")).click()
     wait_for_run(page, 180)
     ready(page)
     settle(page)
@@ -395,24 +416,24 @@ def place(page) -> dict:
 
 
 def test_a_reload_and_an_opened_link_restore_slide_view_t_and_patch(browser_page, data_folder):
-    page, _ = browser_page  # on demo_002 (the test above), predicted
+    page, _ = browser_page  # on demo_003 (the test above), predicted
     page.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()
     wheel(page, 3)
     set_threshold(page, "0.47")
     ready(page)
     # Click the patch under the view's centre.
     view = page.evaluate(VIEW)
-    preds = slide_predictions(data_folder, "demo_002")
+    preds = slide_predictions(data_folder, "demo_003")
     size0 = int(preds.width[0])
     [hit] = np.nonzero((preds.x <= view["x"]) & (view["x"] < preds.x + size0) & (preds.y <= view["y"]) & (view["y"] < preds.y + size0))[0][:1]
     page.mouse.click(*page.evaluate(TO_PAGE, [float(preds.x[hit] + size0 / 2), float(preds.y[hit] + size0 / 2)]))
     wait_for_run(page)
     page.get_by_text(f"Patch at level-0 ({int(preds.x[hit])}, {int(preds.y[hit])})").wait_for(timeout=30_000)
     before = place(page)
-    assert "demo_002" in before["slide"] and before["t"] == "0.47", before
+    assert "demo_003" in before["slide"] and before["t"] == "0.47", before
     assert before["patch"] == (f"{int(preds.x[hit])}", f"{int(preds.y[hit])}")
     url = page.url
-    for key in ("slide=demo_002", "t=0.47", f"px={int(preds.x[hit])}", f"py={int(preds.y[hit])}", "x=", "y=", "zoom="):
+    for key in ("slide=demo_003", "t=0.47", f"px={int(preds.x[hit])}", f"py={int(preds.y[hit])}", "x=", "y=", "zoom="):
         assert key in url, (key, url)
 
     def same_place(after: dict) -> None:

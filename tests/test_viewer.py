@@ -86,7 +86,7 @@ def test_review_hands_the_viewer_its_slide_overlay_and_scale(app_cohort, tmp_pat
     monkeypatch.setenv("PATHEX_NO_DEMO_TRAINING", "1")
     at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=240)
     at.run()
-    run = next((b for b in at.button if b.label.startswith("Run the model on demo_001")), None)
+    run = next((b for b in at.button if b.label.startswith("Run the model on demo_002")), None)
     if run is not None:
         at = run.click().run()
     assert not at.exception, at.exception

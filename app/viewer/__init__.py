@@ -52,6 +52,7 @@ def viewer_data(
     overlay_token: str | None = None,
     overlay_tiles: str | None = None,
     opacity: float = 0.6,
+    outline: dict | None = None,
     selected: tuple[float, float, float] | None = None,
     tumors: list | None = None,
     focus: tuple | None = None,
@@ -66,6 +67,8 @@ def viewer_data(
         mpp: microns per level-0 pixel, None when unknown (the scale bar is then hidden).
         overlay_token, overlay_tiles: the probability overlay's token and URL template, or None.
         opacity: the overlay's opacity in [0, 1].
+        outline: the t outlines, drawn by the browser from the run's probability grid:
+            :func:`outline_spec`, or None for none.
         selected: (x, y, side) of the selected patch in level-0 px (top-left corner), drawn as its outline.
         tumors: shapely polygons in level-0 px, drawn as outlines.
         focus: (nonce, x, y[, zoom]): centre level-0 (x, y) once per nonce, at ``zoom`` screen px per
@@ -82,6 +85,7 @@ def viewer_data(
             "maxLevel": int(max_level), "mpp": float(mpp) if mpp else None,
         },
         "overlay": None if overlay_tiles is None else {"token": overlay_token, "tiles": overlay_tiles, "opacity": float(opacity)},
+        "outline": outline,
         "selected": None if selected is None else {"x": float(selected[0]), "y": float(selected[1]), "size": float(selected[2])},
         "tumors": rings,
         "focus": None if focus is None else {"nonce": str(focus[0]), "x": float(focus[1]), "y": float(focus[2]), "zoom": float(focus[3]) if len(focus) > 3 else 1.0},
@@ -89,13 +93,30 @@ def viewer_data(
     }
 
 
-def slide_viewer(data: dict, *, key: str) -> dict | None:
+def outline_spec(grid_token: str, grid_url: str, grid, threshold: float) -> dict:
+    """Return what the viewer needs to outline the cells with F(I) >= ``threshold`` (t in [0, 1]).
+
+    ``grid`` is the run's :class:`core.heatmap.ProbabilityGrid`, served at ``grid_url``
+    (``app.tile_server.register_grid``): the browser fetches its values once per token and computes
+    the outline (the runs of :func:`core.heatmap.outline_runs`) for each t itself. x0, y0 and
+    step0 are level-0 px.
+    """
+    rows, cols = grid.shape
+    return {
+        "token": grid_token, "url": grid_url, "rows": int(rows), "cols": int(cols), "x0": float(grid.x0),
+        "y0": float(grid.y0), "step0": float(grid.step0), "t": float(threshold),
+    }
+
+
+def slide_viewer(data: dict, *, key: str, on_select: Callable[[], None] | None = None) -> dict | None:
     """Draw the viewer with ``data`` (:func:`viewer_data`); return the click or box made since the last run, or None.
 
     The returned dict is ``{"kind": "point", "x", "y"}`` or ``{"kind": "box", "x0", "y0", "x1", "y1"}``
-    in level-0 pixels, plus ``"slide"``: the slide token it was made on.
+    in level-0 pixels, plus ``"slide"``: the slide token it was made on. ``on_select`` is called
+    before the rerun a click or box causes; it reads the same dict as
+    ``st.session_state[key]["select"]`` (so the rerun can draw the new selection at once).
     """
-    result = _mount()(key=key, data=data, height="content", on_select_change=lambda: None)
+    result = _mount()(key=key, data=data, height="content", on_select_change=on_select or (lambda: None))
     return getattr(result, "select", None)
 
 

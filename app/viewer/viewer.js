@@ -1,8 +1,10 @@
 // The Review page's slide viewer: OpenSeadragon (vendored in static/, served by the app's own
 // route) with the slide and its probability overlay as tiled images, a navigator inset, Home,
 // a zoom cap of 2 screen px per level-0 px, a scale bar and magnification readout, the selected
-// patch and the tumour annotations as vector outlines. Clicks and shift-drag boxes go back to
-// Python as level-0 coordinates (a trigger value); Python picks the patches.
+// patch and the tumour annotations as vector outlines. The outlines of the patches with F(I) >= t
+// are drawn here from the run's probability grid (fetched once per run), so a t move fetches no
+// tile: only the outlines' path changes. Clicks and shift-drag boxes go back to Python as level-0
+// coordinates (a trigger value); Python picks the patches.
 //
 // Streamlit (components v2) calls this function again with the new data on every rerun, with
 // the same parentElement while the element lives: the viewer is made once and updated in place,
@@ -37,6 +39,43 @@ function tileSource(slide, template) {
     width: slide.width, height: slide.height, tileSize: 256, tileOverlap: 0, minLevel: 0, maxLevel: slide.maxLevel,
     getTileUrl: (level, x, y) => template.replace("{z}", level).replace("{x}", x).replace("{y}", y),
   };
+}
+
+// The border of the cells with value >= t (float32, as Python compares: core.heatmap.outline_runs)
+// as runs of cell edges: horizontal [r, c0, c1) on the line between cell rows r - 1 and r,
+// vertical [c, r0, r1) between columns c - 1 and c. Cells outside the grid and NaN count as below.
+function outlineRuns(values, rows, cols, t) {
+  const tf = Math.fround(t);
+  const above = new Uint8Array(rows * cols);
+  for (let i = 0; i < values.length; i++) above[i] = values[i] >= tf ? 1 : 0;
+  const at = (r, c) => (r >= 0 && r < rows && c >= 0 && c < cols ? above[r * cols + c] : 0);
+  const horizontal = [];
+  for (let r = 0; r <= rows; r++) {
+    let start = -1;
+    for (let c = 0; c <= cols; c++) {
+      const edge = c < cols && at(r - 1, c) !== at(r, c);
+      if (edge && start < 0) start = c;
+      else if (!edge && start >= 0) { horizontal.push([r, start, c]); start = -1; }
+    }
+  }
+  const vertical = [];
+  for (let c = 0; c <= cols; c++) {
+    let start = -1;
+    for (let r = 0; r <= rows; r++) {
+      const edge = r < rows && at(r, c - 1) !== at(r, c);
+      if (edge && start < 0) start = r;
+      else if (!edge && start >= 0) { vertical.push([c, start, r]); start = -1; }
+    }
+  }
+  return { horizontal, vertical };
+}
+
+// The runs as one SVG path in level-0 px.
+function outlinePath(runs, x0, y0, step) {
+  const parts = [];
+  for (const [r, c0, c1] of runs.horizontal) parts.push(`M${x0 + c0 * step} ${y0 + r * step}H${x0 + c1 * step}`);
+  for (const [c, r0, r1] of runs.vertical) parts.push(`M${x0 + c * step} ${y0 + r0 * step}V${y0 + r1 * step}`);
+  return parts.join("");
 }
 
 // A length near `target` among 1, 2, 5 x 10^k.
@@ -103,6 +142,11 @@ class SlideViewer {
     this.queue = Promise.resolve();
     this.overlayDrawn = { token: null, at: 0 }; // for the tests and the latency bench
     this.overlayRequested = { token: null, at: 0 };
+    this.outlineSpec = null; // {token, url, rows, cols, x0, y0, step0, t}: the t outlines asked for
+    this.grid = null; // {token, values: Float32Array}: the last grid fetched
+    this.gridLoading = null; // the token of the grid being fetched
+    this.outlinesDrawn = { key: null, at: 0 }; // key: `${token}:${t}` ("none" without outlines)
+    this.vectorsKey = null;
   }
 
   update(OSD, data) {
@@ -146,6 +190,16 @@ class SlideViewer {
     this.svg.setAttribute("class", "pathex-vectors");
     this.svgGroup = document.createElementNS(SVG_NS, "g");
     this.svg.appendChild(this.svgGroup);
+    // Below the annotations and the selection: the t outlines (a dark halo under a cyan line).
+    this.outlineGroup = document.createElementNS(SVG_NS, "g");
+    this.outlineGroup.setAttribute("data-testid", "pathexOutlines");
+    for (const cls of ["pathex-outline-halo", "pathex-outline"]) {
+      const path = document.createElementNS(SVG_NS, "path");
+      path.setAttribute("class", cls);
+      this.outlineGroup.appendChild(path);
+    }
+    this.vectorGroup = document.createElementNS(SVG_NS, "g");
+    this.svgGroup.append(this.outlineGroup, this.vectorGroup);
     v.canvas.appendChild(this.svg);
     const redraw = () => { this.placeVectors(); this.drawScale(); };
     v.addHandler("update-viewport", redraw);
@@ -201,6 +255,8 @@ class SlideViewer {
     if (this.pendingOverlay) this.cancel(this.pendingOverlay);
     this.overlay = null; // v.open() below replaces every item of the world
     this.focusNonce = null;
+    for (const path of this.outlineGroup.children) path.setAttribute("d", ""); // the last slide's
+    this.outlinesDrawn = { key: null, at: 0 };
     return new Promise((resolve) => {
       const v = this.viewer;
       const opened = () => {
@@ -222,6 +278,7 @@ class SlideViewer {
 
   applyData(OSD, data, opened) {
     this.setOverlay(data.overlay);
+    this.setOutlines(data.outline);
     this.drawVectors(data);
     const focus = data.focus;
     if (focus && focus.nonce !== this.focusNonce && focus.nonce !== this.loadFocusNonce()) {
@@ -296,8 +353,58 @@ class SlideViewer {
     if (this.pendingOverlay === pending) this.pendingOverlay = null;
   }
 
+  // The t outlines: the grid is fetched once per run (token); each t only recomputes the path.
+  setOutlines(spec) {
+    this.outlineSpec = spec || null;
+    if (!spec) {
+      for (const path of this.outlineGroup.children) path.setAttribute("d", "");
+      this.outlinesDrawn = { key: "none", at: performance.now() };
+      return;
+    }
+    if (this.grid && this.grid.token === spec.token) { this.drawOutlines(); return; }
+    if (this.gridLoading === spec.token) return; // drawn when it comes
+    this.gridLoading = spec.token;
+    fetch(spec.url, { credentials: "same-origin" })
+      .then((response) => {
+        if (!response.ok) throw new Error(`grid ${response.status}`);
+        return response.arrayBuffer();
+      })
+      .then((buffer) => {
+        if (this.gridLoading !== spec.token) return; // another run asked for meanwhile
+        this.gridLoading = null;
+        this.grid = { token: spec.token, values: new Float32Array(buffer) };
+        this.drawOutlines();
+      })
+      .catch(() => { if (this.gridLoading === spec.token) this.gridLoading = null; });
+  }
+
+  drawOutlines() {
+    const spec = this.outlineSpec;
+    if (!spec || !this.grid || this.grid.token !== spec.token) return;
+    const key = `${spec.token}:${spec.t}`;
+    if (this.outlinesDrawn.key === key) return;
+    if (this.grid.values.length !== spec.rows * spec.cols) return; // not this grid's shape: draw nothing rather than a wrong line
+    this.outlineRuns = outlineRuns(this.grid.values, spec.rows, spec.cols, spec.t);
+    const d = outlinePath(this.outlineRuns, spec.x0, spec.y0, spec.step0);
+    for (const path of this.outlineGroup.children) path.setAttribute("d", d);
+    this.outlinesDrawn = { key, at: performance.now() };
+  }
+
+  // Is what the last data asked for drawn: the overlay's tiles and the t outlines (tests, bench)?
+  drawn() {
+    if (!this.data || !this.viewer || this.pendingOverlay) return false;
+    const spec = this.data.outline;
+    const outlines = spec ? this.outlinesDrawn.key === `${spec.token}:${spec.t}` : this.outlinesDrawn.key === "none";
+    const overlay = this.data.overlay ? !!this.overlay && this.overlay.token === this.data.overlay.token : true;
+    return outlines && overlay && this.viewer.world.getItemCount() >= 1 && this.viewer.world.getItemAt(0).getFullyLoaded();
+  }
+
   drawVectors(data) {
-    const g = this.svgGroup;
+    // Rebuilt only when they change (a t move leaves them as they are).
+    const key = JSON.stringify([data.tumors, data.selected]);
+    if (key === this.vectorsKey) { this.placeVectors(); return; }
+    this.vectorsKey = key;
+    const g = this.vectorGroup;
     while (g.firstChild) g.removeChild(g.firstChild);
     for (const ring of data.tumors || []) {
       const path = document.createElementNS(SVG_NS, "polygon");
