@@ -37,7 +37,7 @@ import weakref
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-log.setLevel(logging.INFO)  # its lines are rare and worth seeing in the server's log
+log.setLevel(logging.INFO)  # its lines are rare and worth seeing in the server's log (a handler: running())
 
 INTERVAL_S = 30.0
 _warned = False
@@ -126,15 +126,42 @@ def release_closed_sessions(upload_folder: Path | None = None, ended: int = 0) -
     if upload_folder is not None and upload_folder.is_dir():
         for folder in upload_folder.iterdir():
             if folder.is_dir() and not folder.is_symlink() and folder.name not in live:
+                forget_slides_under(folder)
                 shutil.rmtree(folder, ignore_errors=True)
                 removed += 1
-    if freed or ended:
+    if freed or ended or removed:
         gc.collect()
         trimmed = trim_heap()
         log.info("housekeeping: ended %d dropped session(s), released the uploads of %d (heap trimmed: %s)", ended, freed, trimmed)
     if removed:
         log.info("housekeeping: removed %d closed session(s)' upload folder(s)", removed)
     return freed, removed
+
+
+def forget_slides_under(folder: Path) -> int:
+    """Drop every cached handle and tile cache of the slides inside ``folder`` (before it is removed); return how many.
+
+    Three caches hold handles on an uploaded slide: core.slide_io's, the app's
+    ``st.cache_resource`` of handles (app.context, keyed by path and mtime, so each file's own
+    entry is cleared) and the tile server's tilers. Kept, each would hold the deleted file open
+    (its disk space) with OpenSlide's tile cache and the encoded tiles in memory. The handles
+    close once unreferenced (garbage collection; never closed here, a reader may hold one).
+    """
+    from app import context, tile_server
+    from core import slide_io
+
+    forgotten = 0
+    cached = getattr(context, "_slide", None)  # app.context's handle cache: one entry per (path, mtime)
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink() and hasattr(cached, "clear"):
+                cached.clear(str(path.resolve()), path.stat().st_mtime)
+                forgotten += 1
+        except OSError:
+            continue
+    slide_io.forget_under(folder)
+    tile_server.forget_under(folder)
+    return forgotten
 
 
 def trim_heap() -> bool:
@@ -200,6 +227,10 @@ async def running(upload_folder: Path | None, interval: float = INTERVAL_S):
     """Run the housekeeping loop for the duration of the block (the server's lifespan)."""
     import os
 
+    if not log.handlers and not logging.getLogger().handlers:  # Streamlit configures only its own loggers
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
     if os.environ.get("PATHEX_TRACEMALLOC_DIR"):
         start_memory_trace(Path(os.environ["PATHEX_TRACEMALLOC_DIR"]))
     task = asyncio.create_task(run_forever(upload_folder, interval))

@@ -76,6 +76,21 @@ def register_slide(path: Path) -> str:
     return token
 
 
+def forget_under(folder: Path) -> int:
+    """Forget the registered slides inside ``folder`` and their tilers (tile caches); return how many.
+
+    For a closed session's upload folder (app.housekeeping): their URLs then 404. Handles close
+    once unreferenced.
+    """
+    root = Path(folder).resolve()
+    with _lock:
+        gone = [token for token, path in _slides.items() if path.is_relative_to(root)]
+        for token in gone:
+            del _slides[token]
+            _tilers.pop(token, None)
+    return len(gone)
+
+
 def register_overlay(
     slide_token: str, run_key: object, grid: ProbabilityGrid, dimensions: tuple[int, int], *,
     colormap: str, cut: float | None, outline: float | None, fade: bool = False,

@@ -102,8 +102,20 @@ def memory_kinds(pid: int) -> dict[str, float]:
     return {"rss": rss, "anon": anon, "file": rss - anon, "deleted_maps": deleted}
 
 
+def deleted_files_open(pid: int) -> tuple[int, float]:
+    """Return how many deleted files a process keeps open and their size, MiB (their disk space is not freed until closed)."""
+    count, size = 0, 0
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd).endswith(" (deleted)"):
+                    count += 1
+                    size += fd.stat().st_size
+    return count, size / 2**20
+
+
 def format_memory(kinds: dict[str, float]) -> str:
-    """Return ``anon A, file F, in deleted files D MiB`` for :func:`memory_kinds`' figures ('' without them)."""
+    """Return ``anon A, file-backed F, in deleted files D MiB`` for :func:`memory_kinds`' figures ('' without them)."""
     if not kinds:
         return ""
     return f"anon {kinds['anon']:.0f}, file-backed {kinds['file']:.0f}, in deleted files {kinds['deleted_maps']:.0f} MiB"

@@ -517,6 +517,21 @@ def clear_cache() -> None:
         _cache.clear()
 
 
+def forget_under(folder: str | os.PathLike) -> int:
+    """Forget the cached handles of slides inside ``folder``; return how many.
+
+    For a folder about to be removed (a closed session's uploads): a cached handle would keep
+    the deleted file open (its disk space) and OpenSlide's tile cache in memory. The handles
+    close once unreferenced (never here: a reader may still hold one).
+    """
+    root = Path(folder).resolve()
+    with _cache_lock:
+        gone = [key for key in _cache if Path(key[0]).is_relative_to(root)]
+        for key in gone:
+            del _cache[key]
+    return len(gone)
+
+
 def slide_info(path: str | os.PathLike) -> SlideInfo:
     """Return the info of the slide at ``path``."""
     return open_slide(path).info
