@@ -17,6 +17,7 @@ from core.export.figures import confusion_figure, froc_figure, pr_figure, roc_fi
 __all__ = [
     "PATCH_TRACE", "image_data_uri", "outline_xy", "slide_overview_figure", "colorbar_html",
     "training_figures", "objective_figure", "roc_figure", "pr_figure", "froc_figure", "confusion_figure", "thin_curve",
+    "with_point_at_t", "confusion_like",
 ]
 
 PATCH_TRACE = "patches"
@@ -178,3 +179,31 @@ def objective_figure(objective, activation) -> go.Figure:
     fig.add_trace(go.Scatter(x=steps, y=objective, mode="lines", name="y_i(x) − λ‖x‖²"))
     fig.add_trace(go.Scatter(x=steps, y=activation, mode="lines", name="y_i(x)", line=dict(dash="dot")))
     return fig
+
+
+# -- figures at t from a cached t-free part ---------------------------------------------------
+# Building a plotly figure validates every property (tens of ms per figure, most of a Threshold
+# tuning rerun); a t move changes only the point at t (curves) or the counts (confusion matrices).
+# The page builds each figure once per evaluation with core's builder, keeps it as a dict, and
+# adds what t changes without validating the cached part again: the same figure as core's
+# builder draws at t (tests/test_app_pages.py compares them).
+def with_point_at_t(base: dict, point: tuple[float | None, float | None] | None, threshold: float, *, log_x: bool = False) -> go.Figure:
+    """Return the curve figure ``base`` (a core builder's figure without a point, as a dict) with the point at t marked.
+
+    ``log_x``: the FROC figure's log axis, where AvgFP 0 is drawn at 1e-3 (as core.export.figures.froc_figure does).
+    """
+    from core.export.figures import _point_trace
+
+    if log_x and point is not None and point[0] is not None and point[1] is not None:
+        point = (max(point[0], 1e-3), point[1])
+    marker = _point_trace(point, threshold)
+    data = list(base["data"]) + ([marker.to_plotly_json()] if marker is not None else [])
+    return go.Figure({"data": data, "layout": base["layout"]}, _validate=False)
+
+
+def confusion_like(base: dict, matrix, *, title: str) -> go.Figure:
+    """Return the confusion figure ``base`` (core's confusion_figure, as a dict) with another matrix and title."""
+    z = np.asarray(matrix)
+    cells = {**base["data"][0], "z": z, "text": [[f"{int(v):,}" for v in row] for row in z]}
+    layout = {**base["layout"], "title": {**base["layout"].get("title", {}), "text": title}}
+    return go.Figure({"data": [cells], "layout": layout}, _validate=False)

@@ -8,7 +8,14 @@ import pandas as pd
 import streamlit as st
 
 from app import context, state, widgets
-from app.figures import confusion_figure, froc_figure, pr_figure, roc_figure
+from app.figures import (
+    confusion_figure,
+    confusion_like,
+    froc_figure,
+    pr_figure,
+    roc_figure,
+    with_point_at_t,
+)
 from core.cohort import Cohort, annotations_dir
 from core.errors import PathologyError
 from core.evaluation import FROC_TARGETS, evaluate_store_cohort
@@ -42,6 +49,28 @@ def patch_curves(key: tuple, _result):
     fpr, tpr, _ = _result.patch.roc_curve()
     precision, recall, _ = _result.patch.pr_curve()
     return fpr, tpr, precision, recall
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def t_free_figures(key: tuple, _result, mode: str) -> dict[str, dict]:
+    """Return the figures of the evaluation ``key`` without what t changes, as dicts (built and validated once per evaluation).
+
+    The curves without their point at t; one confusion figure (its layout) for both matrices.
+    app.figures.with_point_at_t and confusion_like add what t changes on each rerun.
+    """
+    fpr, tpr, precision, recall = patch_curves(key, _result)
+    froc = _result.froc
+    return {
+        "slide_roc": roc_figure(_result.slide.fpr, _result.slide.tpr, None, title="Slide ROC", auc=_result.slide_auc).to_dict(),
+        "patch_roc": roc_figure(fpr, tpr, None, title="Patch ROC", auc=_result.patch_auc).to_dict(),
+        "patch_pr": pr_figure(precision, recall, None, ap=_result.patch.average_precision).to_dict(),
+        "froc": froc_figure(
+            froc.avg_fp, froc.sensitivity, None, score=_result.froc_score, targets=FROC_TARGETS, target_sensitivity=froc.target_sensitivity,
+            title="FROC" + (" (Camelyon16 mode, official)" if mode == "camelyon16" else ""),
+            x_title="average false positives per slide, all slides (AvgFP)" if mode == "camelyon16" else "average false positives per normal slide (AvgFP)",
+        ).to_dict(),
+        "confusion": confusion_figure([[0, 0], [0, 0]], title="").to_dict(),
+    }
 
 
 table = context.cohort()
@@ -120,6 +149,7 @@ def view_at_t() -> None:
     for warning in result.warnings:
         st.warning(warning)
     report = result.at_threshold(t)
+    figures = t_free_figures(evaluation_key, result, mode)
 
     def pct(value) -> str:
         return "n/a" if value is None else f"{100 * value:.1f}%"
@@ -140,11 +170,9 @@ def view_at_t() -> None:
     fpr_t = (s.fp / (s.fp + s.tn)) if s.fp + s.tn else None
     tpr_t = (s.tp / (s.tp + s.fn)) if s.tp + s.fn else None
     left.plotly_chart(
-        roc_figure(result.slide.fpr, result.slide.tpr, (fpr_t, tpr_t) if fpr_t is not None and tpr_t is not None else None,
-                   title="Slide ROC", auc=result.slide_auc, threshold=t),
-        width="stretch",
+        with_point_at_t(figures["slide_roc"], (fpr_t, tpr_t) if fpr_t is not None and tpr_t is not None else None, t), width="stretch",
     )
-    right.plotly_chart(confusion_figure([[s.tn, s.fp], [s.fn, s.tp]], title=f"Slides at t = {t:.2f}"), width="stretch")
+    right.plotly_chart(confusion_like(figures["confusion"], [[s.tn, s.fp], [s.fn, s.tp]], title=f"Slides at t = {t:.2f}"), width="stretch")
     high = result.at_threshold(0.99).slide
     st.caption(
         f"At t = 0.99 the slide accuracy is {pct(high.accuracy)}: a threshold close to 1 can classify slides well "
@@ -163,16 +191,14 @@ def view_at_t() -> None:
     cols[1].metric("Average precision", "n/a" if result.patch.average_precision is None else f"{result.patch.average_precision:.3f}")
     cols[2].metric(f"Sensitivity at t = {t:.2f}", pct(p.sensitivity))
     cols[3].metric("Precision", pct(p.precision))
-    fpr, tpr, precision, recall = patch_curves(evaluation_key, result)
     a, b, c = st.columns(3)
     point = (1 - p.specificity, p.sensitivity) if p.specificity is not None and p.sensitivity is not None else None
-    a.plotly_chart(roc_figure(fpr, tpr, point, title="Patch ROC", auc=result.patch_auc, threshold=t), width="stretch")
+    a.plotly_chart(with_point_at_t(figures["patch_roc"], point, t), width="stretch")
     b.plotly_chart(
-        pr_figure(precision, recall, (p.sensitivity, p.precision) if p.sensitivity is not None and p.precision is not None else None,
-                  ap=result.patch.average_precision, threshold=t),
+        with_point_at_t(figures["patch_pr"], (p.sensitivity, p.precision) if p.sensitivity is not None and p.precision is not None else None, t),
         width="stretch",
     )
-    c.plotly_chart(confusion_figure(p.confusion_matrix, title=f"Patches at t = {t:.2f}"), width="stretch")
+    c.plotly_chart(confusion_like(figures["confusion"], p.confusion_matrix, title=f"Patches at t = {t:.2f}"), width="stretch")
     example = result.at_threshold(0.75).patch
     st.caption(
         f"The source material's example threshold t = 0.75 gives here: {example.tp:,} true positives, {example.fp:,} false positives, "
@@ -209,13 +235,7 @@ def view_at_t() -> None:
             "for these slides; the challenge's script assumes 0.243 µm/px for every slide (`python -m core evaluate --mode "
             "camelyon16` uses it, for numbers comparable with the leaderboard)."
         )
-    st.plotly_chart(
-        froc_figure(result.froc.avg_fp, result.froc.sensitivity, (f.avg_fp, f.sensitivity), score=result.froc_score,
-                    targets=FROC_TARGETS, target_sensitivity=result.froc.target_sensitivity, threshold=t,
-                    title="FROC" + (" (Camelyon16 mode, official)" if mode == "camelyon16" else ""),
-                    x_title="average false positives per slide, all slides (AvgFP)" if mode == "camelyon16" else "average false positives per normal slide (AvgFP)"),
-        width="stretch",
-    )
+    st.plotly_chart(with_point_at_t(figures["froc"], (f.avg_fp, f.sensitivity), t, log_x=True), width="stretch")
     with st.expander("Per-slide table at t"):
         st.dataframe(result.slide_table(t), hide_index=True, width="stretch")
 

@@ -368,3 +368,33 @@ def test_review_table_and_caption(app, predicted):
     at.sidebar.selectbox[1].select(next(o for o in at.sidebar.selectbox[1].options if o.startswith("Demo model"))).run()
     model_line = at.caption[0].value
     assert model_line.lower().count("synthetic data") == 1, model_line
+
+
+def test_threshold_figures_at_t_from_their_cached_part_equal_cores_figures():
+    """Threshold tuning builds each figure once per evaluation and adds what t changes: the same
+    figure as core's builder draws at t (points at t, AvgFP 0 on the FROC's log axis, counts)."""
+    import json
+
+    import numpy as np
+    import plotly.io as pio
+
+    from app.figures import confusion_figure, confusion_like, froc_figure, pr_figure, roc_figure, with_point_at_t
+
+    def same(a, b) -> bool:
+        return json.loads(pio.to_json(a, validate=False)) == json.loads(pio.to_json(b, validate=False))
+
+    rng = np.random.default_rng(0)
+    fpr = np.sort(rng.random(5000))
+    tpr = np.sqrt(fpr)
+    for point in [(0.2, 0.6), (None, 0.5), None]:
+        assert same(roc_figure(fpr, tpr, point, title="Patch ROC", auc=0.8, threshold=0.37),
+                    with_point_at_t(roc_figure(fpr, tpr, None, title="Patch ROC", auc=0.8).to_dict(), point, 0.37))
+    assert same(pr_figure(tpr[::-1], fpr, (0.4, 0.7), ap=0.61, threshold=0.91),
+                with_point_at_t(pr_figure(tpr[::-1], fpr, None, ap=0.61).to_dict(), (0.4, 0.7), 0.91))
+    avg_fp, sens = np.r_[0.0, np.cumsum(rng.random(300))], np.linspace(0, 1, 301)
+    froc = {"score": 0.5, "targets": (0.25, 0.5, 1, 2, 4, 8), "target_sensitivity": np.linspace(0.1, 0.6, 6), "title": "FROC"}
+    for point in [(0.0, 0.1), (3.2, 0.8)]:  # AvgFP 0 is drawn at 1e-3 on the log axis
+        assert same(froc_figure(avg_fp, sens, point, threshold=0.05, **froc), with_point_at_t(froc_figure(avg_fp, sens, None, **froc).to_dict(), point, 0.05, log_x=True))
+    base = confusion_figure([[0, 0], [0, 0]], title="").to_dict()
+    for matrix in ([[3, 0], [1, 2]], np.array([[91_234, 1_002], [17, 4_321]])):
+        assert same(confusion_figure(matrix, title="Patches at t = 0.42"), confusion_like(base, matrix, title="Patches at t = 0.42"))
