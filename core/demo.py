@@ -19,8 +19,8 @@ What a slide holds (sizes in level-0 pixels, 2 px = 1 µm):
   tumor slide is "macro" (a large focus, maybe satellites), "micro" (one or two
   micrometastases) or "small" (its only tumor is ITC-sized or a small micrometastasis).
 - **Mimics** (never annotated, on tumor and normal slides alike): dense lymphoid aggregates,
-  hyperchromatic benign regions (crowded, dark, but round and regular nuclei), crushed cells
-  (smeared, streaky haematoxylin).
+  hyperchromatic benign regions (crowded, dark, fairly regular nuclei, a reactive nucleolus in
+  some), crushed cells (smeared, streaky haematoxylin).
 - **Stain and artefacts**: per-slide H&E optical-density vectors (hue) and concentrations,
   as between labs; tissue folds (a band of doubled tissue), pen marks, out-of-focus patches,
   air bubbles (a dark refractile rim).
@@ -221,7 +221,7 @@ def _stain(rng: np.random.Generator) -> Stain:
     return Stain(
         haematoxylin=turn(OD_HAEMATOXYLIN, 0.08),
         eosin=turn(OD_EOSIN, 0.08),
-        h_scale=round(float(rng.uniform(0.72, 1.28)), 4),
+        h_scale=round(float(rng.uniform(0.68, 1.33)), 4),
         e_scale=round(float(rng.uniform(0.6, 1.4)), 4),
         glass=round(float(rng.uniform(0.015, 0.05)), 4),
     )
@@ -281,7 +281,7 @@ def plan_slide(name: str, label: str, split: str, size: int, seed: tuple[int, in
     sizes: list[str] = []
     scenario = "normal"
     if label == "tumor":
-        scenario = str(rng.choice(["macro", "micro", "small"], p=[0.4, 0.35, 0.25]))
+        scenario = str(rng.choice(["macro", "micro", "small"], p=[0.35, 0.3, 0.35]))
         wanted: list[tuple[str, float]] = []
         if scenario == "macro":
             wanted.append(("macro", rng.uniform(1000, 1150) * scale))
@@ -306,7 +306,7 @@ def plan_slide(name: str, label: str, split: str, size: int, seed: tuple[int, in
                 tumors.append(_blob(rng, *centre, radius, points=points))
                 sizes.append(kind)
     mimics, mimic_kinds = [], []
-    kinds = ["lymphoid"] * rng.integers(1, 4) + ["hyperchromatic"] * rng.integers(0, 3) + ["crushed"] * rng.integers(0, 2)
+    kinds = ["lymphoid"] * rng.integers(1, 4) + ["hyperchromatic"] * rng.integers(1, 4) + ["crushed"] * rng.integers(0, 2)
     for kind in kinds:
         radius = {"lymphoid": rng.uniform(110, 330), "hyperchromatic": rng.uniform(140, 400), "crushed": rng.uniform(90, 220)}[kind]
         centre = _place(rng, field, radius, taken)
@@ -335,9 +335,9 @@ def _nucleus(rng: np.random.Generator, kind: str) -> np.ndarray:
     elif kind == "lymph":
         a = rng.uniform(4.6, 6.4)
         b, wobble, strength = a * rng.uniform(0.88, 1.12), 0.03, rng.uniform(1.6, 2.0)
-    elif kind == "hyperchromatic":  # benign but dark and crowded: larger than lymphocytes, regular, no nucleoli
-        a = rng.uniform(6.0, 8.5)
-        b, wobble, strength = a * rng.uniform(0.8, 1.0), 0.035, rng.uniform(1.4, 1.85)
+    elif kind == "hyperchromatic":  # benign but dark and crowded: larger than lymphocytes, fairly regular, reactive nucleoli in some
+        a = rng.uniform(6.3, 9.5)
+        b, wobble, strength = a * rng.uniform(0.8, 1.05), rng.uniform(0.035, 0.07), rng.uniform(1.25, 1.8)
     elif kind == "crushed":
         a = rng.uniform(2.2, 4.0)
         b, wobble, strength = rng.uniform(9.0, 20.0), 0.08, rng.uniform(1.1, 1.6)
@@ -361,7 +361,7 @@ def _nucleus(rng: np.random.Generator, kind: str) -> np.ndarray:
         # Vesicular: a dark membrane, pale centre, coarse chromatin clumps, one or two nucleoli
         # (low grade: less vesicular, a nucleolus in half of the nuclei).
         rim = np.exp(-(((1 - d) * min(a, b)) / 1.3) ** 2)
-        pale = 0.45 if kind == "tumor" else 0.62
+        pale = 0.45 if kind == "tumor" else 0.68
         density = pale + (1 - pale) * rim + 0.35 * np.clip(grain, 0, None)
         nucleoli = rng.integers(1, 3) if kind == "tumor" else int(rng.uniform() < 0.5)
         for _ in range(nucleoli):
@@ -372,6 +372,9 @@ def _nucleus(rng: np.random.Generator, kind: str) -> np.ndarray:
         density = 0.8 + 0.2 * grain
     else:
         density = 0.82 + 0.14 * grain
+        if kind == "hyperchromatic" and rng.uniform() < 0.3:  # a reactive nucleolus
+            ny, nx = rng.uniform(-0.3, 0.3) * a, rng.uniform(-0.3, 0.3) * a
+            density += 0.9 * np.exp(-((xx - nx) ** 2 + (yy - ny) ** 2) / (2 * (rng.uniform(1.1, 1.8) / 1.6) ** 2))
     sprite = inside * np.clip(density, 0.2, 2.2) * strength
     if kind == "crushed":
         sprite = ndimage.gaussian_filter(sprite, 1.2)  # smeared
