@@ -222,6 +222,45 @@ def start_memory_trace(folder: Path, frames: int = 12) -> bool:
     return True
 
 
+async def watch_event_loop(threshold_s: float) -> None:
+    """Debug only (``PATHEX_LOOP_WATCH_S``): log what the event loop's thread is doing whenever it has not ticked for ``threshold_s``.
+
+    A task ticks every 20 ms; a watchdog thread samples the loop thread's stack when the tick
+    is late, once per stall, and logs the stall's length with that stack ("event loop
+    stalled"). A stack inside ``select`` means the loop was ready but did not get the CPU or
+    the GIL (other threads, other processes); anything else names the callback that held it.
+    Runs until cancelled.
+    """
+    import sys
+    import threading
+    import time
+    import traceback
+
+    loop_thread = threading.get_ident()
+    last_tick = [time.monotonic()]
+    done = threading.Event()
+
+    def watchdog() -> None:
+        reported_for = None
+        while not done.wait(0.05):
+            tick = last_tick[0]
+            late = time.monotonic() - tick
+            if late > threshold_s and reported_for != tick:
+                reported_for = tick
+                frame = sys._current_frames().get(loop_thread)
+                stack = "".join(traceback.format_stack(frame, limit=10)) if frame is not None else "?"
+                log.warning("event loop stalled %.0f ms so far; its thread is at:\n%s", late * 1e3, stack)
+
+    thread = threading.Thread(target=watchdog, name="pathex-loop-watch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            last_tick[0] = time.monotonic()
+            await asyncio.sleep(0.02)
+    finally:
+        done.set()
+
+
 @contextlib.asynccontextmanager
 async def running(upload_folder: Path | None, interval: float = INTERVAL_S):
     """Run the housekeeping loop for the duration of the block (the server's lifespan)."""
@@ -233,10 +272,13 @@ async def running(upload_folder: Path | None, interval: float = INTERVAL_S):
         log.addHandler(handler)
     if os.environ.get("PATHEX_TRACEMALLOC_DIR"):
         start_memory_trace(Path(os.environ["PATHEX_TRACEMALLOC_DIR"]))
-    task = asyncio.create_task(run_forever(upload_folder, interval))
+    tasks = [asyncio.create_task(run_forever(upload_folder, interval))]
+    if os.environ.get("PATHEX_LOOP_WATCH_S"):
+        tasks.append(asyncio.create_task(watch_event_loop(float(os.environ["PATHEX_LOOP_WATCH_S"]))))
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

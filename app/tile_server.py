@@ -186,11 +186,20 @@ async def slide_tile(request: Request) -> Response:
     address = _tile_address(request.path_params)
     if address is None:
         return _not_found()
+    token = request.path_params["token"]
     try:
-        tiler = await run_in_threadpool(_tiler, request.path_params["token"])
+        # A known tiler and an encoded tile are dict look-ups, answered here on the event loop: each
+        # hop to a worker thread waits for the GIL (and may start a thread), which under load
+        # stalled the loop for seconds (bench_load --loop-watch). Opening and decoding go to threads.
+        with _lock:
+            tiler = _tilers.get(token)
+        if tiler is None:
+            tiler = await run_in_threadpool(_tiler, token)
         if tiler is None or not tiler.valid(*address):
             return _not_found()
-        data = await _render(tiler.tile, *address)
+        data = tiler.cached(*address)
+        if data is None:
+            data = await _render(tiler.tile, *address)
     except PathologyError as exc:
         return Response(str(exc), status_code=500, media_type="text/plain")
     return Response(data, media_type="image/jpeg", headers=CACHE_HEADERS)

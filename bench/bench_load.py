@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,24 +35,19 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+from bench.common import CHROMIUM, CHROMIUM_ARGS, app_server
+
 STEP_MS = 90_000  # per-step timeout inside a session
+SESSION_TTL_S = 10  # a closed tab's session is kept this long for a reload (Streamlit's default: 120 s)
+HOUSEKEEPING_S = 5  # how often the app ends dropped sessions (default 30 s)
 
 
 class GlobalTimeout(Exception):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_cohort(out: Path) -> int:
@@ -71,22 +65,6 @@ def make_cohort(out: Path) -> int:
         return sum(runner.predict_slide(p, store, model_tiling(metadata)).run.n_done for p in sorted((out / "slides").glob("*.tiff")))
     finally:
         store.close()
-
-
-def server_rss(proc: subprocess.Popen) -> int:
-    """RSS in bytes of the server process and its children."""
-    try:
-        root = psutil.Process(proc.pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def pct(values: list[float], qs=(50, 95, 99)) -> str:
@@ -229,10 +207,31 @@ def poll_health(url: str, stop: threading.Event, out: list[float], failures: lis
         stop.wait(max(0.0, 0.1 - (time.perf_counter() - started)))
 
 
+def print_stalls(log_path: Path, top: int = 8) -> None:
+    """Summarise the server's 'event loop stalled' lines (app.housekeeping.watch_event_loop) by the innermost frame of ours or a library's."""
+    from collections import Counter
+
+    text = log_path.read_text(errors="replace")
+    stalls = re.findall(r"event loop stalled (\d+) ms so far; its thread is at:\n((?:  File .*\n(?:    .*\n)?)+)", text)
+    where = Counter()
+    for _, stack in stalls:
+        frames = re.findall(r'  File "(.+?)", line (\d+), in (\S+)', stack)
+        innermost = frames[-1] if frames else ("?", "0", "?")
+        where[f"{Path(innermost[0]).name}:{innermost[1]} {innermost[2]}"] += 1
+    print(f"event loop stalls > 250 ms: {len(stalls)}; innermost frame of the loop thread when sampled:")
+    for frame, count in where.most_common(top):
+        print(f"  {count:4d}  {frame}")
+    if stalls:
+        longest = max(stalls, key=lambda s: int(s[0]))
+        print(f"a stall's stack ({longest[0]} ms when sampled):\n{longest[1].rstrip()}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=300, help="global timeout in seconds (default 300)")
+    parser.add_argument("--loop-watch", action="store_true", help="have the server log what its event loop's thread was doing "
+                        "whenever the loop stalled > 250 ms (PATHEX_LOOP_WATCH_S, app.housekeeping) and print a summary")
     args = parser.parse_args()
     deadline = time.monotonic() + args.timeout
 
@@ -243,49 +242,34 @@ def main() -> int:
     signal.alarm(int(args.timeout))
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_load_"))
-    proc = None
-    log = None
     stop = threading.Event()
     poller = None
+    stack = contextlib.ExitStack()
     try:
         load_before = os.getloadavg()
         t0 = time.perf_counter()
         patches = make_cohort(tmp / "cohort")
         print(f"cohort: 4 synthetic slides of 2048 px, {patches} patches predicted with models/demo-tiny.pt in {time.perf_counter() - t0:.1f} s")
 
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = {
-            **os.environ, "PATHEX_DEMO_DIR": str(tmp / "cohort"), "PATHEX_NO_DEMO_TRAINING": "1",
-            "PATHEX_UPLOAD_DIR": str(tmp / "uploads"), "PATHEX_DATA_DIRS": "",
-        }
-        log_path = tmp / "server.log"
-        log = open(log_path, "w")  # noqa: SIM115 - closed in the finally below
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port), "--server.headless", "true",
-             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        # Closed sessions are dropped SESSION_TTL_S after their tab closed (Streamlit's default: 120 s) and
+        # ended by the app's housekeeping within HOUSEKEEPING_S, so the memory after is measured within the run.
+        env = {"PATHEX_HOUSEKEEPING_S": str(HOUSEKEEPING_S), **({"PATHEX_LOOP_WATCH_S": "0.25"} if args.loop_watch else {})}
+        ttl = ("--server.disconnectedSessionTTL", str(SESSION_TTL_S))
         t0 = time.perf_counter()
-        while True:
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=1).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.perf_counter() - t0 > 60:
-                    raise RuntimeError(f"the app server did not start: {log_path.read_text()[-2000:]}")
-                time.sleep(0.3)
+        server = stack.enter_context(app_server(tmp / "cohort", tmp / "server.log", uploads=tmp / "uploads", env=env, args=ttl, timeout=60))
+        url = server.url
+        server_rss = server.rss_bytes
         print(f"server up in {time.perf_counter() - t0:.1f} s on {url}")
         time.sleep(2)
-        rss_cold = server_rss(proc)
+        rss_cold = server_rss()
         # One warm-up session, closed, before the measured ones: the first run of the app imports
         # torch and loads the model and caches, which a server keeps for its whole life.
         t0 = time.perf_counter()
         warm = asyncio.run(run_sessions(url, 1, Recorder(), 90, []))[0]
         if not isinstance(warm, dict):
             raise RuntimeError(f"the warm-up session failed: {warm!r}")  # noqa: TRY004
-        time.sleep(3)
-        rss_before = server_rss(proc)
+        time.sleep(SESSION_TTL_S + HOUSEKEEPING_S + 2)  # measured as 'after' is: the closed session dropped and ended
+        rss_before = server_rss()
         print(f"warm-up session (one, alone): {time.perf_counter() - t0:.1f} s; RSS cold {rss_cold / 2**20:.0f} MiB -> warm {rss_before / 2**20:.0f} MiB")
 
         health: list[float] = []
@@ -297,7 +281,7 @@ def main() -> int:
 
         def poll_rss():
             while not stop.is_set():
-                peak[0] = max(peak[0], server_rss(proc))
+                peak[0] = max(peak[0], server_rss())
                 stop.wait(0.5)
 
         poller = [threading.Thread(target=poll_all, daemon=True), threading.Thread(target=poll_rss, daemon=True)]
@@ -319,14 +303,14 @@ def main() -> int:
         for t in poller:
             t.join(timeout=5)
 
-        # The pages are closed: wait until Streamlit drops the sessions and the RSS settles.
+        # The pages are closed: wait until Streamlit drops the sessions, housekeeping ends them and the RSS settles.
         t0 = time.perf_counter()
-        samples = [server_rss(proc)]
+        samples = [server_rss()]
         wait_limit = min(60.0, max(5.0, deadline - time.monotonic() - 10))
         while time.perf_counter() - t0 < wait_limit:
             time.sleep(1)
-            samples.append(server_rss(proc))
-            if samples[-1] <= rss_before * 1.2:
+            samples.append(server_rss())
+            if samples[-1] <= rss_before * 1.2 and time.perf_counter() - t0 > SESSION_TTL_S + HOUSEKEEPING_S + 2:
                 break
         rss_after = samples[-1]
         settle = time.perf_counter() - t0
@@ -383,18 +367,9 @@ def main() -> int:
     finally:
         signal.alarm(0)
         stop.set()
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=15)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(timeout=5)
-        if log is not None:
-            log.close()
+        stack.close()  # stops the server
+        if args.loop_watch and (tmp / "server.log").exists():
+            print_stalls(tmp / "server.log")
         shutil.rmtree(tmp, ignore_errors=True)
 
 

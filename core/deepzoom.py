@@ -111,6 +111,10 @@ class SlideTiler:
         """Return True if (z, x, y) is a tile of the world square (z is checked before any ``2**z``)."""
         return is_tile(self.max_zoom, z, x, y)
 
+    def cached(self, z: int, x: int, y: int) -> bytes | None:
+        """Return the JPEG bytes of tile (z, x, y) if already encoded, else None (no decoding: cheap enough for an event loop)."""
+        return self._cache.get((z, x, y))
+
     def tile(self, z: int, x: int, y: int) -> bytes:
         """Return the JPEG bytes of tile (z, x, y); white outside the slide.
 
