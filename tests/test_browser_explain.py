@@ -77,6 +77,9 @@ def test_explain_cnn_basics_and_network_pages_draw_their_pictures(server, tmp_pa
         assert 0.0 <= float(metric(page, "F(I)")) <= 1.0
         lime = page.locator('[data-testid="stCaptionContainer"]').filter(has_text="surrogate R²").first.inner_text()
         assert "(numbered on the picture)" in lime, lime
+        for i in range(page.locator(IMAGES).count()):  # images load when near the viewport (lazy): bring each there
+            page.locator(IMAGES).nth(i).scroll_into_view_if_needed()
+        page.wait_for_function(f"Array.from(document.querySelectorAll('{IMAGES}')).every(e => e.complete && e.naturalWidth > 0)", timeout=60_000)
         sizes = page.locator(IMAGES).evaluate_all("els => els.map(e => [e.naturalWidth, e.naturalHeight])")
         assert len(sizes) == 7 and all(w >= 384 and h > w for w, h in sizes[1:]), sizes  # each map above its scale
         page.locator(IMAGES).nth(4).scroll_into_view_if_needed()
