@@ -270,7 +270,9 @@ def measure_browser(url: str, fix: dict, reps: int, results: Results) -> None:
                 page.wait_for_timeout(400)
 
         # t on Review: the decision's label shows the new t and the viewer has drawn the new overlay.
-        t_moves("t on Review", lambda v: f"{felt.main_text(f'Decision at t = {v:.2f}')} && {VIEWER_DRAWN}")
+        # (A viewer that draws the t outlines itself must have been given this t.)
+        given = "(() => { const d = window.pathexViewer && window.pathexViewer.data; return !d || !d.outline || Math.abs(d.outline.t - %s) < 1e-9; })()"
+        t_moves("t on Review", lambda v: f"{felt.main_text(f'Decision at t = {v:.2f}')} && {given % v} && {VIEWER_DRAWN}")
 
         # A slide switch: big <-> small_a, each to its slide and overlay drawn.
         for i in range(reps):

@@ -3,7 +3,8 @@
 For each fixture (a ~250-patch slide and a ~100,000-patch slide, predictions written straight
 into a store as bench_review.py does), the real server runs in headless Debian Chromium; t is
 moved one step with the keyboard, 10 times, and the time from the key press to the new overlay
-drawn in the viewer is measured in the page (OpenSeadragon: the new overlay item fully loaded;
+drawn in the viewer is measured in the page (OpenSeadragon drawing the t outlines itself: the
+outlines of the new t drawn; OpenSeadragon with t in the tiles: the new overlay item fully loaded;
 the old plotly/MapLibre viewer: the map idle with the new overlay source's tiles loaded).
 
     python bench/bench_viewer.py                       # this tree
@@ -28,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OSD_DRAWN = """(old) => { const v = window.pathexViewer; return !!(v && v.overlayDrawn.token && v.overlayDrawn.token !== old && !v.pendingOverlay); }"""
+# A viewer that draws the t outlines itself (viewer.drawn()): the outlines for the t it was last given.
+OSD_OUTLINES = """(old) => { const v = window.pathexViewer; return !!(v && v.outlinesDrawn && v.outlinesDrawn.key && v.outlinesDrawn.key !== old && v.drawn()); }"""
 # The old viewer: plotly's MapLibre map, its overlay source and whether its tiles are in.
 MAP_STATE = """() => { const gd = document.querySelector('[data-testid="stMain"] .js-plotly-plot');
     const m = gd && gd._fullLayout && gd._fullLayout.map && gd._fullLayout.map._subplot && gd._fullLayout.map._subplot.map;
@@ -122,12 +125,19 @@ def measure(url: str, moves: int) -> tuple[str, list[float]]:
         page.wait_for_timeout(1500)
         slider = page.locator('[data-testid="stSidebar"] input[aria-label="Decision threshold t"]')
         times, rerun = [], []
+        outlines = kind == "openseadragon" and page.evaluate("() => typeof window.pathexViewer.drawn === 'function'")
         for i in range(moves):
-            old = page.evaluate("() => window.pathexViewer.overlayDrawn.token") if kind == "openseadragon" else page.evaluate(MAP_STATE)["tiles"]
+            if outlines:
+                old = page.evaluate("() => window.pathexViewer.outlinesDrawn.key")
+            else:
+                old = page.evaluate("() => window.pathexViewer.overlayDrawn.token") if kind == "openseadragon" else page.evaluate(MAP_STATE)["tiles"]
             slider.focus()
             start = page.evaluate("() => performance.now()")
             slider.press("ArrowRight" if i % 2 == 0 else "ArrowLeft")
-            if kind == "openseadragon":
+            if outlines:  # no new tiles: the outlines for the new t, drawn in the browser
+                page.wait_for_function(OSD_OUTLINES, arg=old, timeout=300_000, polling="raf")
+                done = page.evaluate("() => window.pathexViewer.outlinesDrawn.at")
+            elif kind == "openseadragon":
                 page.wait_for_function(OSD_DRAWN, arg=old, timeout=300_000, polling="raf")
                 done = page.evaluate("() => window.pathexViewer.overlayDrawn.at")
                 rerun.append((page.evaluate("() => window.pathexViewer.overlayRequested.at") - start) / 1000)
