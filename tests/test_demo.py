@@ -60,6 +60,7 @@ def test_slides_open_as_generic_tiff_pyramids_with_mpp(demo_cohort):
 
 
 def test_tumors_only_on_tumor_slides_and_they_look_like_tumor(demo_cohort):
+    plans = {p.name: p for p in _plans((4, 3, 2048))}  # the fixture's cohort (tests/conftest.py)
     for row in _rows(demo_cohort):
         tumors = load_tumors(demo_cohort / "annotations" / f"{row['slide']}.geojson")
         assert (len(tumors) > 0) == (row["label"] == "tumor"), row
@@ -72,11 +73,14 @@ def test_tumors_only_on_tumor_slides_and_they_look_like_tumor(demo_cohort):
         labels = label_grid(grid, tumors)
         assert labels.any() and not labels.all()
         # Tumor patches hold more haematoxylin: the typical (median) tumor patch has at least
-        # 1.5 times the share of nuclear pixels of the typical normal tissue patch (most tumor
-        # patches of these small slides are tumour edges; lymphoid aggregates and hyperchromatic
-        # mimics are as dark: that is the point of the mimics).
+        # 1.5 times the share of nuclear pixels of the typical normal tissue patch outside the
+        # mimics (most tumor patches of these small slides are tumour edges, or one patch around
+        # an isolated tumor cell cluster; lymphoid aggregates and hyperchromatic mimics are as
+        # dark: that is the point of the mimics, and they cover a third of these small slides).
         nuclear = np.array([_nuclear_share(slide.read_region((int(x), int(y)), 0, (128, 128))) for x, y in zip(grid.x, grid.y)])
-        assert np.median(nuclear[labels]) > 1.5 * np.median(nuclear[~labels]), (np.median(nuclear[labels]), np.median(nuclear[~labels]))
+        mimic = np.array([any(m.intersects(shapely.box(x, y, x + 128, y + 128)) for m in plans[row["slide"]].mimics) for x, y in zip(grid.x, grid.y)])
+        ordinary = ~labels & ~mimic
+        assert np.median(nuclear[labels]) > 1.5 * np.median(nuclear[ordinary]), (np.median(nuclear[labels]), np.median(nuclear[ordinary]))
 
 
 def test_geojson_and_asap_agree(demo_cohort):
