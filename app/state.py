@@ -25,7 +25,6 @@ LINK_PATCH = "link_patch"  # (slide, level-0 x, level-0 y): the patch a link sel
 SLIDE_VIEWER = "slide_viewer"  # the deep-zoom viewer component's key (one for every slide: its view lives across reruns)
 VIEW_FRAGMENT = "view_fragment"  # the key of the fragment the current page redraws on a t move (set by the page each full run; None: none)
 REVIEW_VIEW = "review-view"  # Review's fragment: table decision column, metrics, viewer, colour bar, downloads, selected patch
-THRESHOLD_VIEW = "threshold-view"  # Threshold tuning's fragment: everything computed at t
 
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_OPACITY = 0.6  # with transparent low F(I): chosen on real tissue, see README "The viewer"

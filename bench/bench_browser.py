@@ -10,6 +10,8 @@ interaction (the script's part alone; "-" where AppTest cannot play it).
 
     python bench/bench_browser.py                                  # this tree
     git worktree add /tmp/before <commit> && python bench/bench_browser.py --tree /tmp/before   # another tree, same fixture
+    python bench/bench_browser.py --against /tmp/before      # the same interactions on both trees, interleaved (same load)
+    python bench/bench_browser.py --split                    # where a t move's time goes (messages, render, tiles)
 
 Bounded: every wait has a timeout, the server is stopped at the end. The machine is shared:
 the load average is printed before and after; compare runs made back to back.
@@ -485,6 +487,83 @@ def measure_split(url: str, reps: int) -> None:
         browser.close()
 
 
+# -- two trees, interleaved (--against) ----------------------------------------------------------
+def measure_interleaved(urls: dict[str, str], reps: int, fix: dict) -> None:
+    """Time t on Review, a patch click and t on Threshold tuning on two servers (e.g. the trees before
+    and after a change), one move on each in turn, so both see the same machine load."""
+    import numpy as np
+    from playwright.sync_api import sync_playwright
+
+    results: dict[str, dict[str, list[float]]] = {name: {} for name in urls}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox", "--disable-gpu"])
+        pages = {}
+        for name, url in urls.items():  # a context each: two independent browser sessions
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            felt = Felt(page)
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_role("heading", name="Review").wait_for(timeout=TIMEOUT_MS)
+            felt.settle()
+            felt.select("Model", "bench-tiny (models/)", sidebar=True)
+            felt.settle()
+            felt.select("Slide", "big")
+            felt.until(VIEWER_DRAWN, felt.now())
+            page.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()
+            pages[name] = (page, felt)
+        given = "(() => { const d = window.pathexViewer && window.pathexViewer.data; return !d || !d.outline || Math.abs(d.outline.t - %s) < 1e-9; })()"
+        conditions = {
+            "t on Review": lambda felt, v: f"{felt.main_text(f'Decision at t = {v:.2f}')} && {given % v} && {VIEWER_DRAWN}",
+            "t on Threshold tuning": lambda felt, v: felt.main_text(f"Slide accuracy at t = {v:.2f}"),
+        }
+
+        def t_move(name: str, key: str, step: int) -> None:
+            page, felt = pages[name]
+            slider = page.locator('[data-testid="stSidebar"] input[aria-label="Decision threshold t"]')
+            slider.focus()
+            value = round(float(slider.evaluate("el => el.value")) + 0.01 * step, 2)
+            start = felt.now()
+            slider.press("ArrowRight" if step > 0 else "ArrowLeft")
+            results[name].setdefault(key, []).append(felt.until(conditions[key](felt, value), start))
+            page.wait_for_timeout(300)
+
+        order = list(urls)
+        for i in range(reps):
+            for name in order if i % 2 == 0 else order[::-1]:
+                t_move(name, "t on Review", 1)
+        big = fix["big"]
+        size0 = big["size0"]
+        picks = np.random.default_rng(2).choice(np.nonzero(big["prob"] > 0.5)[0], size=reps, replace=False)
+        for name in order:
+            pages[name][0].get_by_test_id("pathexHome").click()
+            pages[name][0].wait_for_timeout(1200)
+        for i, pick in enumerate(picks):
+            x, y = int(big["x"][pick]), int(big["y"][pick])
+            for name in order if i % 2 == 0 else order[::-1]:
+                page, felt = pages[name]
+                point = page.evaluate(TO_PAGE, [x + size0 / 2, y + size0 / 2])
+                start = felt.now()
+                page.mouse.click(*point)
+                results[name].setdefault("select a patch: click", []).append(
+                    felt.until(f"{felt.main_text(f'Patch at level-0 ({x}, {y})')} && {VIEWER_DRAWN}", start))
+                page.wait_for_timeout(300)
+        for name in order:
+            page, felt = pages[name]
+            felt.goto_page("Threshold tuning")
+            felt.until(page_ready("Threshold tuning"), felt.now())
+        for i in range(reps):
+            for name in order if i % 2 == 0 else order[::-1]:
+                t_move(name, "t on Threshold tuning", 1)
+        browser.close()
+    names = list(urls)
+    print(f"{'interaction (interleaved)':30s} " + " ".join(f"{n + ' median':>16s} {'max':>6s}" for n in names))
+    for key in results[names[0]]:
+        cells = []
+        for n in names:
+            times = results[n].get(key, [])
+            cells.append(f"{statistics.median(times):14.2f} s {max(times):5.2f}" if times else f"{'-':>16s} {'-':>6s}")
+        print(f"{key:30s} " + " ".join(cells))
+
+
 # -- AppTest: the script's part of the same interactions ----------------------------------------
 def measure_apptest(tree: Path, data: Path, reps: int) -> dict[str, list[float]]:
     os.environ.update({"PATHEX_DEMO_DIR": str(data), "PATHEX_NO_DEMO_TRAINING": "1", "PATHEX_UPLOAD_DIR": str(data.parent / "uploads")})
@@ -547,6 +626,7 @@ def main() -> None:
     parser.add_argument("--fresh", type=int, default=3, help="slides without predictions: repetitions of 'Run the model'")
     parser.add_argument("--big", type=Path, default=ROOT / "bench" / "out" / "big_20480.tiff", help="a 20,480 px slide (bench_tiles.big_slide(20480))")
     parser.add_argument("--no-apptest", action="store_true")
+    parser.add_argument("--against", type=Path, help="another checkout: t on Review, a click and t on Threshold tuning, one move on each tree in turn")
     parser.add_argument("--split", action="store_true", help="only split t moves (Review, Threshold tuning) into messages, render and tiles")
     args = parser.parse_args()
     if not args.big.exists():
@@ -559,6 +639,19 @@ def main() -> None:
     fix = prepare(data, args.big.resolve(), args.fresh)
     load_before = os.getloadavg()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, tree {tree}; load average before {load_before[0]:.2f}", flush=True)
+    if args.against:
+        other = args.against.resolve()
+        procs = {}
+        try:
+            for name, where, port in [(other.name or str(other), other, 8800 + os.getpid() % 90), (tree.name or str(tree), tree, 8700 + os.getpid() % 90)]:
+                procs[name] = (serve(where, data, port, out / f"server-{port}.log"), f"http://127.0.0.1:{port}")
+            measure_interleaved({name: url for name, (_, url) in procs.items()}, args.reps, fix)
+        finally:
+            for proc, _ in procs.values():
+                proc.terminate()
+                proc.wait(timeout=30)
+        print(f"load average: {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} at the end (machine: {platform.machine()}, {os.cpu_count()} cores)")
+        return
     if args.split:
         port = 8900 + (os.getpid() % 90)
         proc = serve(tree, data, port, out / "server.log")
