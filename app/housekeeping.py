@@ -268,7 +268,7 @@ async def running(upload_folder: Path | None, interval: float = INTERVAL_S):
 
     if not log.handlers and not logging.getLogger().handlers:  # Streamlit configures only its own loggers
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))  # the lines name housekeeping
         log.addHandler(handler)
     if os.environ.get("PATHEX_TRACEMALLOC_DIR"):
         start_memory_trace(Path(os.environ["PATHEX_TRACEMALLOC_DIR"]))
