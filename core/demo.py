@@ -392,20 +392,25 @@ def _upsample(field: np.ndarray, scale: int, x0: int, y0: int, width: int, heigh
     the same in every window (strips have no seams).
     """
 
-    def weights(start: int, count: int, cells: int) -> tuple[np.ndarray, np.ndarray]:
-        # Frame change: level-0 pixel centres -> field cell coordinates.
-        at = np.clip((np.arange(start, start + count, dtype=np.float64) + 0.5) / scale - 0.5, 0, cells - 1)
-        low = np.minimum(at.astype(np.intp), cells - 2)
-        return low, (at - low).astype(np.float32)
-
-    r0, fr = weights(y0, height, field.shape[0])
-    c0, fc = weights(x0, width, field.shape[1])
-    lo, hi = int(r0.min()), int(r0.max()) + 2
-    rows = field[lo:hi].astype(np.float32)
-    # Columns first, on the few field rows the window needs; then rows, two gathers of whole rows.
-    across = rows[:, c0] * (1 - fc) + rows[:, c0 + 1] * fc
-    r0 -= lo
-    return across[r0] * (1 - fr)[:, None] + across[r0 + 1] * fr[:, None]
+    # Rows first, on the field's few columns (small); then columns, by broadcasting (no gathers).
+    at = np.clip((np.arange(y0, y0 + height, dtype=np.float64) + 0.5) / scale - 0.5, 0, field.shape[0] - 1)
+    r0 = np.minimum(at.astype(np.intp), field.shape[0] - 2)
+    fr = (at - r0).astype(np.float32)[:, None]
+    f = field.astype(np.float32, copy=False)
+    rows = f[r0] * (1 - fr) + f[r0 + 1] * fr  # (height, cells)
+    # Level-0 column x = j * scale + scale / 2 + k (0 <= k < scale, scale even) lies between the
+    # centres of cells j and j + 1, at the fraction (k + 0.5) / scale; before the first centre
+    # and after the last the edge cells repeat.
+    assert scale % 2 == 0, scale
+    half = scale // 2
+    frac = ((np.arange(scale) + 0.5) / scale).astype(np.float32)
+    middle = rows[:, :-1, None] * (1 - frac) + rows[:, 1:, None] * frac
+    cells = field.shape[1]
+    full = np.empty((height, half + (cells - 1) * scale + (scale - half)), dtype=np.float32)
+    full[:, :half] = rows[:, :1]
+    full[:, half : half + (cells - 1) * scale] = middle.reshape(height, -1)
+    full[:, half + (cells - 1) * scale :] = rows[:, -1:]
+    return full[:, x0 : x0 + width]
 
 
 def _rasterize(polygons: Sequence[Polygon], x0: int, y0: int, width: int, height: int) -> np.ndarray:
@@ -803,32 +808,44 @@ def _render_strip_job(row0: int) -> np.ndarray:
     return _worker_renderer.render_strip(row0, rows)
 
 
-def write_slide(plan: SlidePlan, path: Path, *, quality: int = 85, workers: int = 1) -> None:
+def _render_plan_strip(job: tuple[SlidePlan, int]) -> np.ndarray:
+    """A strip of any plan, in a shared worker pool (the worker keeps the last plan's renderer)."""
+    global _worker_renderer
+    plan, row0 = job
+    if _worker_renderer is None or _worker_renderer.plan != plan:
+        _worker_renderer = SlideRenderer(plan)
+    return _worker_renderer.render_strip(row0, min(STRIP, plan.height - row0))
+
+
+def write_slide(plan: SlidePlan, path: Path, *, quality: int = 85, workers: int = 1, pool=None) -> None:
     """Render a planned slide and write it as a pyramidal tiled JPEG TIFF at ``path``.
 
     Level 0 is streamed strip by strip; level 1 is kept in memory (a quarter of level 0)
-    and the smaller levels are derived from it.
+    and the smaller levels are derived from it. Strips are rendered in parallel by ``workers``
+    new processes, or by ``pool`` (a multiprocessing pool the caller owns), when given.
     """
-    renderer = SlideRenderer(plan) if workers <= 1 else None
+    renderer = SlideRenderer(plan) if workers <= 1 and pool is None else None
     width, height = plan.width, plan.height
     level1 = np.empty((height // 2, width // 2, 3), dtype=np.uint8)
 
     def level0_tiles() -> Iterator[np.ndarray]:
         starts = range(0, height, STRIP)
-        if workers > 1:  # strips rendered in parallel, written in order (a slide of 50,000 px and more)
-            pool = multiprocessing.get_context("spawn").Pool(workers, _init_strip_worker, (plan,))
-            strips = pool.imap(_render_strip_job, starts)
+        if pool is not None:
+            own, strips = None, pool.imap(_render_plan_strip, [(plan, row0) for row0 in starts])
+        elif workers > 1:  # strips rendered in parallel, written in order (a slide of 50,000 px and more)
+            own = multiprocessing.get_context("spawn").Pool(workers, _init_strip_worker, (plan,))
+            strips = own.imap(_render_strip_job, starts)
         else:
-            pool, strips = None, (renderer.render_strip(row0, min(STRIP, height - row0)) for row0 in starts)
+            own, strips = None, (renderer.render_strip(row0, min(STRIP, height - row0)) for row0 in starts)
         for row0, strip in zip(starts, strips):
             rows = strip.shape[0]
             level1[row0 // 2 : (row0 + rows) // 2] = _downsample2(strip)[: (rows // 2)]
             for tile_row in range(0, rows, TILE):
                 for col in range(0, width, TILE):
                     yield np.ascontiguousarray(strip[tile_row : tile_row + TILE, col : col + TILE])
-        if pool is not None:
-            pool.close()
-            pool.join()
+        if own is not None:
+            own.close()
+            own.join()
 
     description = f"{SYNTHETIC_NOTE}; slide={plan.name}; label={plan.label}; seed={list(plan.seed)}; mpp={DEMO_MPP}"
     common = dict(
@@ -882,14 +899,14 @@ def cohort_layout(n_slides: int, seed: int) -> list[tuple[str, str, str]]:
 GENERATING = ".generating"  # marker file in a cohort folder while make_demo_cohort writes it
 
 
-def _write_one(job: tuple[SlidePlan, str]) -> str:
+def _write_one(job: tuple[SlidePlan, str], pool=None) -> str:
     plan, out = job
     out_dir = Path(out)
     props = {"synthetic": True, "source": SYNTHETIC_NOTE, "slide": plan.name, "label": plan.label}
     # Annotations first: a slide file that exists (written atomically) always has its annotations.
     write_geojson(out_dir / "annotations" / f"{plan.name}.geojson", list(plan.tumors), properties=props)
     write_asap_xml(out_dir / "annotations" / f"{plan.name}.xml", list(plan.tumors))
-    write_slide(plan, out_dir / "slides" / f"{plan.name}.tiff")
+    write_slide(plan, out_dir / "slides" / f"{plan.name}.tiff", pool=pool)
     return plan.name
 
 
@@ -979,7 +996,10 @@ def make_demo_cohort(
         progress(len(written), total)
     if workers > 1 and len(jobs) > 1:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for name in pool.imap_unordered(_write_one, jobs):
+            # The first slide (a tumor slide) with every worker on its strips, so that it is also
+            # the first written; then one slide per worker.
+            finished(_write_one(jobs[0], pool=pool))
+            for name in pool.imap_unordered(_write_one, jobs[1:]):
                 finished(name)
     else:
         for job in jobs:
