@@ -1,6 +1,6 @@
 """Draw the overlay candidates side by side on real tissue and on a demo slide.
 
-    python docs/make_overlay_candidates.py [--demo-slide demo/slides/demo_006.tiff] [--out docs/screenshots/overlay-candidates.jpg]
+    python docs/make_overlay_candidates.py [--demo-slide demo/slides/demo_005.tiff] [--out docs/screenshots/overlay-candidates.jpg]
 
 Rows: scikit-image's immunohistochemistry sample (real tissue, haematoxylin + DAB; the
 probabilities are made up: a smooth field that follows the DAB stain, so every F(I) from 0 to 1
