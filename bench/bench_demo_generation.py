@@ -156,11 +156,11 @@ def main() -> None:
     parser.add_argument("--app-only", action="store_true", help="only time the app's first start")
     args = parser.parse_args()
     if args.app_only:
-        with tempfile.TemporaryDirectory(prefix="bench-demo-app-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="bench-demo-app-", ignore_cleanup_errors=True) as tmp:  # the pool may still be writing
             first_start_in_the_app(Path(tmp) / "demo")
         return
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}; {load()}")
-    with tempfile.TemporaryDirectory(prefix="bench-demo-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-demo-", ignore_cleanup_errors=True) as tmp:
         tmp = Path(tmp)
         before = tmp / "before"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), args.before], check=True, capture_output=True)
