@@ -87,7 +87,7 @@ def save_upload(uploaded, subfolder: str) -> Path:
     Raises:
         UploadError: the upload quota would be passed, or the file cannot be written.
     """
-    return _uploads().save(upload_dir(), subfolder, uploaded.name, uploaded.getbuffer())
+    return _uploads().save(upload_dir(), subfolder, uploaded.name, uploaded.getvalue())  # getvalue: the upload's own bytes; getbuffer would copy them
 
 
 # -- slides -------------------------------------------------------------------------------------
