@@ -56,6 +56,7 @@ class _Overlay:
 
 MAX_REGISTERED = 64  # overlays / slide tilers kept; older ones are forgotten (their URLs then 404)
 _slides: dict[str, Path] = {}
+_slide_tile_cache = LRU(256 * 2**20)  # encoded slide tiles of every tiler together, 256 MiB (SlideTiler(cache=))
 _overlay_cache = LRU(64 * 2**20)  # encoded overlay tiles by (token, z, x, y), 64 MiB: a token fixes grid and style
 _tilers: OrderedDict[str, SlideTiler] = OrderedDict()
 _overlays: OrderedDict[str, _Overlay] = OrderedDict()
@@ -85,9 +86,12 @@ def forget_under(folder: Path) -> int:
     root = Path(folder).resolve()
     with _lock:
         gone = [token for token, path in _slides.items() if path.is_relative_to(root)]
+        tilers = [_tilers.pop(token, None) for token in gone]
         for token in gone:
             del _slides[token]
-            _tilers.pop(token, None)
+    for tiler in tilers:
+        if tiler is not None:
+            tiler.forget()
     return len(gone)
 
 
@@ -143,11 +147,12 @@ def _tiler(token: str) -> SlideTiler | None:
         tiler = _tilers.get(token)
         path = _slides.get(token)
     if tiler is None and path is not None:
-        tiler = SlideTiler(open_slide(path))
+        tiler = SlideTiler(open_slide(path), cache=_slide_tile_cache)
         with _lock:
             tiler = _tilers.setdefault(token, tiler)
             while len(_tilers) > MAX_REGISTERED:
-                _tilers.popitem(last=False)
+                _, dropped = _tilers.popitem(last=False)
+                dropped.forget()
     return tiler
 
 

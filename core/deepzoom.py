@@ -91,15 +91,30 @@ class LRU:
                 self.nbytes -= len(dropped)
 
 
-class SlideTiler:
-    """Encoded JPEG map tiles of one slide, cached."""
+    def drop(self, predicate) -> int:
+        """Remove the entries whose key satisfies ``predicate``; return how many went."""
+        with self._lock:
+            gone = [key for key in self._data if predicate(key)]
+            for key in gone:
+                self.nbytes -= len(self._data.pop(key))
+        return len(gone)
 
-    def __init__(self, slide: Slide, *, quality: int = 80, cache_bytes: int = 64 * 2**20):
+
+class SlideTiler:
+    """Encoded JPEG map tiles of one slide, cached.
+
+    ``cache``: an LRU shared with other tilers (a server keeps one, so its tile memory is bounded
+    in bytes however many slides are open); None: a cache of ``cache_bytes`` of its own. Keys in a
+    shared cache carry this tiler's own marker, so two tilers never see each other's tiles.
+    """
+
+    def __init__(self, slide: Slide, *, quality: int = 80, cache_bytes: int = 64 * 2**20, cache: LRU | None = None):
         self.slide = slide
         self.quality = quality
         self.max_zoom = max_zoom(slide.dimensions)
         self._dz = DeepZoomGenerator(slide.openslide, tile_size=TILE, overlap=0, limit_bounds=False)
-        self._cache = LRU(cache_bytes)
+        self._cache = LRU(cache_bytes) if cache is None else cache
+        self._marker = object()  # unique for this tiler's life, unlike id()
         self._blank = self._encode(Image.new("RGB", (TILE, TILE), WHITE))
 
     def _encode(self, image: Image.Image) -> bytes:
@@ -113,7 +128,11 @@ class SlideTiler:
 
     def cached(self, z: int, x: int, y: int) -> bytes | None:
         """Return the JPEG bytes of tile (z, x, y) if already encoded, else None (no decoding: cheap enough for an event loop)."""
-        return self._cache.get((z, x, y))
+        return self._cache.get((self._marker, z, x, y))
+
+    def forget(self) -> int:
+        """Drop this tiler's tiles from its cache (a shared one keeps the others'); return how many went."""
+        return self._cache.drop(lambda key: key[0] is self._marker)
 
     def tile(self, z: int, x: int, y: int) -> bytes:
         """Return the JPEG bytes of tile (z, x, y); white outside the slide.
@@ -124,7 +143,7 @@ class SlideTiler:
         """
         if not self.valid(z, x, y):
             raise ValueError(f"no tile ({z}, {x}, {y}) at max zoom {self.max_zoom}")
-        key = (z, x, y)
+        key = (self._marker, z, x, y)
         cached = self._cache.get(key)
         if cached is not None:
             return cached

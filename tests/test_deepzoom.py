@@ -10,7 +10,7 @@ from PIL import Image
 
 from core.heatmap import probability_grid
 from core.slide_io import Slide
-from core.deepzoom import SlideTiler, max_zoom, overlay_tile, tile_bounds, world_side
+from core.deepzoom import LRU, SlideTiler, max_zoom, overlay_tile, tile_bounds, world_side
 
 
 def decode(data: bytes) -> np.ndarray:
@@ -40,6 +40,24 @@ def test_slide_tiles_match_reads(tissue_slide):
     with pytest.raises(ValueError):
         tiler.tile(4, 0, 0)
     assert tiler.tile(3, 2, 1) is tiler.tile(3, 2, 1)  # cached
+
+
+def test_tilers_sharing_a_cache_stay_within_its_bytes_and_apart(tissue_slide):
+    path, image = tissue_slide
+    small = SlideTiler(Slide(path), quality=95)
+    one_tile = len(small.tile(3, 2, 1))
+    shared = LRU(3 * one_tile)  # room for about three tiles, whatever the number of tilers
+    a, b = SlideTiler(Slide(path), quality=95, cache=shared), SlideTiler(Slide(path), quality=20, cache=shared)
+    assert a.tile(3, 2, 1) != b.tile(3, 2, 1)  # same address, another tiler: its own tile, not the other's
+    assert a.cached(3, 2, 1) is not None and b.cached(3, 2, 1) is not None
+    for x in range(4):
+        a.tile(3, x, 2)
+        b.tile(3, x, 2)
+        assert shared.nbytes <= shared.max_bytes
+    assert len(shared) >= 2
+    kept_b = len([key for key in shared._data if key[0] is b._marker])
+    a.forget()
+    assert all(key[0] is b._marker for key in shared._data) and len(shared) == kept_b
 
 
 def test_overlay_tile_colours_follow_probabilities():
