@@ -23,10 +23,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from core.deepzoom import LRU, SlideTiler, is_tile, max_zoom, overlay_tile
 from core.errors import PathologyError
 from core.heatmap import ProbabilityGrid
 from core.slide_io import open_slide
-from core.deepzoom import LRU, SlideTiler, is_tile, max_zoom, overlay_tile
 
 log = logging.getLogger(__name__)
 

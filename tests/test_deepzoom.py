@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.deepzoom import (
+    LRU,
+    SlideTiler,
+    max_zoom,
+    overlay_tile,
+    tile_bounds,
+    world_side,
+)
 from core.heatmap import probability_grid
 from core.slide_io import Slide
-from core.deepzoom import LRU, SlideTiler, max_zoom, overlay_tile, tile_bounds, world_side
 
 
 def decode(data: bytes) -> np.ndarray:
@@ -43,7 +50,7 @@ def test_slide_tiles_match_reads(tissue_slide):
 
 
 def test_tilers_sharing_a_cache_stay_within_its_bytes_and_apart(tissue_slide):
-    path, image = tissue_slide
+    path, _ = tissue_slide
     small = SlideTiler(Slide(path), quality=95)
     one_tile = len(small.tile(3, 2, 1))
     shared = LRU(3 * one_tile)  # room for about three tiles, whatever the number of tilers
