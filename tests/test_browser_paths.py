@@ -36,7 +36,7 @@ from tests.browser_support import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-SLIDE = "demo_002"  # a tumor slide of the small cohort (not the one Review opens on)
+SLIDE = "demo_003"  # a tumor slide of the small cohort (not the one Review opens on: demo_002)
 THRESHOLD = "0.55"  # t moved off its default 0.50 in the sidebar
 COLORMAP = "viridis"  # not the default inferno
 CAPTION = re.compile(r"Patch at level-0 \((\d+), (\d+)\), (\d+) px")
@@ -235,6 +235,11 @@ def set_threshold(page, value: str) -> None:
             "([el, old]) => el.textContent.trim() !== old", arg=[shown.element_handle(), f"{now:.2f}"], timeout=30_000
         )
         wait_for_run(page)
+    # On Review, quick presses can outlast the running indicator's gaps: wait for the colour bar to say t.
+    page.wait_for_function(
+        "(t) => { const el = document.querySelector('[data-testid=\"pathexColorbarLabel\"]'); return !el || el.textContent.trim() === t; }",
+        arg=f"t = {value}", timeout=30_000,
+    )
     assert shown.inner_text().strip() == value and slider.input_value() == f"{float(value):g}"
 
 
