@@ -381,6 +381,7 @@ def test_two_nodes_predict_equals_one_process_even_after_a_node_is_killed(demo_c
 
 TRAIN_ARGS = ["-m", "core", "train", "--preset", "demo", "--cohort", "cohort.csv", "--data-root", "data", "--out", "run",
               "--epochs", "1", "--samples-per-epoch", "32", "--batch-size", "8", "--val-max-patches", "64",
+              "--patch-size", "64",  # the fixture's val tumour (demo_003) is too small for a 128 px patch
               "--no-test-slide-auc", "--workers", "1", "--device", "cpu"]
 
 

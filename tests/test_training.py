@@ -389,3 +389,17 @@ def test_ensure_demo_model_returns_the_committed_file_or_installs_a_trained_one(
     target.write_bytes(b"not a checkpoint")
     assert ensure_demo_model(path=target, run_dir=run) == target
     assert load_checkpoint(target)[1]["demo"] is True
+
+
+def test_validation_subset_keeps_both_labels_in_proportion_and_is_fixed():
+    from core.training.loop import validation_subset
+
+    labels = np.zeros(5000, dtype=np.int64)
+    labels[[17, 4021]] = 1  # a val split whose only tumour is two patches among thousands
+    keep = validation_subset(labels, 64)
+    assert keep.size == 64 and np.all(np.diff(keep) > 0) and labels[keep].sum() == 1  # one of the two, not none
+    balanced = np.r_[np.ones(300, dtype=np.int64), np.zeros(700, dtype=np.int64)]
+    keep = validation_subset(balanced, 100)
+    assert keep.size == 100 and balanced[keep].sum() == 30  # the split's proportion
+    assert np.array_equal(keep, validation_subset(balanced, 100))  # the same subset every epoch and run
+    assert np.array_equal(validation_subset(balanced[:50], 100), np.arange(50))  # under the cap: all of them

@@ -83,6 +83,26 @@ RECIPE = (
 Progress = Callable[[int, int], None]
 
 
+def validation_subset(labels: np.ndarray, cap: int) -> np.ndarray:
+    """Return the sorted indices of at most ``cap`` validation patches, drawn per label in proportion.
+
+    Stratified so that a val split whose tumour is small (a few patches among thousands) keeps
+    at least one tumour patch, and a ROC-AUC; the same subset every epoch and for every training
+    seed (a fixed generator), so validation numbers compare across runs.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(20240515)
+    positive, negative = np.flatnonzero(labels == 1), np.flatnonzero(labels != 1)
+    if labels.size <= cap:
+        return np.arange(labels.size)
+    n_positive = round(cap * positive.size / labels.size)
+    n_positive = min(positive.size, max(n_positive, 1 if positive.size else 0), cap - min(1, negative.size))
+    n_negative = min(negative.size, cap - n_positive)
+    n_positive = min(positive.size, cap - n_negative)
+    chosen = [rng.choice(positive, n_positive, replace=False), rng.choice(negative, n_negative, replace=False)]
+    return np.sort(np.concatenate(chosen))
+
+
 @dataclass(frozen=True)
 class EpochMetrics:
     """One epoch's numbers (a row of metrics.csv, plus the schedule's decisions)."""
@@ -307,8 +327,7 @@ class _Trainer:
         labels = np.concatenate([e.labels for e in self.val_index]).astype(np.int64)
         keep = np.arange(owner.size)
         if cfg.val_max_patches is not None and owner.size > cfg.val_max_patches:
-            # Same subset every epoch and for every seed, so validation numbers compare across runs.
-            keep = np.sort(np.random.default_rng(20240515).choice(owner.size, cfg.val_max_patches, replace=False))
+            keep = validation_subset(labels, cfg.val_max_patches)
         if labels[keep].min() == labels[keep].max():
             raise TrainingError("the val split needs patches of both labels (tumor and normal) for a ROC-AUC")
         self.n_val = int(keep.size)
