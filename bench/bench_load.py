@@ -35,7 +35,7 @@ jobs): CPU-bound, not a callback of ours. Figures, same machine, one run each:
 
 No tile request failed in any run; the failed health polls are 5 s timeouts.
 
-Then on a quieter machine (load 1.2 before each run, 7-10 from the run itself), after the
+Then with the other engineers' jobs done (load 1.2 and 6.9 before the two runs, 9-10 after), after the
 session fixes (getvalue uploads, one byte-bounded slide tile cache):
 
     Chromium niceness   tile p50/p99 ms   health p99/max ms   failed polls   RSS after/before
