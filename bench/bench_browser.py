@@ -242,6 +242,20 @@ def page_ready(title: str) -> str:
     return heading(title)
 
 
+def open_big_slide(page, url: str) -> Felt:
+    """Open the app in ``page``, choose the bench model and the 100k-patch slide, wait for the viewer; return the page's Felt."""
+    felt = Felt(page)
+    page.goto(url, wait_until="domcontentloaded")
+    page.get_by_role("heading", name="Review").wait_for(timeout=TIMEOUT_MS)
+    felt.settle()
+    felt.select("Model", "bench-tiny (models/)", sidebar=True)
+    felt.settle()
+    felt.select("Slide", "big")
+    felt.until(VIEWER_DRAWN, felt.now())
+    page.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()
+    return felt
+
+
 def measure_browser(url: str, fix: dict, reps: int, results: Results) -> None:
     import numpy as np
     from playwright.sync_api import sync_playwright
@@ -249,15 +263,7 @@ def measure_browser(url: str, fix: dict, reps: int, results: Results) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        felt = Felt(page)
-        page.goto(url, wait_until="domcontentloaded")
-        page.get_by_role("heading", name="Review").wait_for(timeout=TIMEOUT_MS)
-        felt.settle()
-        felt.select("Model", "bench-tiny (models/)", sidebar=True)
-        felt.settle()
-        felt.select("Slide", "big")
-        felt.until(VIEWER_DRAWN, felt.now())
-        page.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()
+        felt = open_big_slide(page, url)
         t_slider = page.locator('[data-testid="stSidebar"] input[aria-label="Decision threshold t"]')
 
         def t_moves(key: str, condition) -> None:
@@ -443,15 +449,7 @@ def measure_split(url: str, reps: int) -> None:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.add_init_script(SPLIT_INIT)
-        felt = Felt(page)
-        page.goto(url, wait_until="domcontentloaded")
-        page.get_by_role("heading", name="Review").wait_for(timeout=TIMEOUT_MS)
-        felt.settle()
-        felt.select("Model", "bench-tiny (models/)", sidebar=True)
-        felt.settle()
-        felt.select("Slide", "big")
-        felt.until(VIEWER_DRAWN, felt.now())
-        page.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()
+        felt = open_big_slide(page, url)
         t_slider = page.locator('[data-testid="stSidebar"] input[aria-label="Decision threshold t"]')
         for title, shown, done in [
             ("Review", "Decision at t = {:.2f}", VIEWER_DRAWN), ("Threshold tuning", "Slide accuracy at t = {:.2f}", "true"),
@@ -500,15 +498,7 @@ def measure_interleaved(urls: dict[str, str], reps: int, fix: dict) -> None:
         pages = {}
         for name, url in urls.items():  # a context each: two independent browser sessions
             page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-            felt = Felt(page)
-            page.goto(url, wait_until="domcontentloaded")
-            page.get_by_role("heading", name="Review").wait_for(timeout=TIMEOUT_MS)
-            felt.settle()
-            felt.select("Model", "bench-tiny (models/)", sidebar=True)
-            felt.settle()
-            felt.select("Slide", "big")
-            felt.until(VIEWER_DRAWN, felt.now())
-            page.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()
+            felt = open_big_slide(page, url)
             pages[name] = (page, felt)
         given = "(() => { const d = window.pathexViewer && window.pathexViewer.data; return !d || !d.outline || Math.abs(d.outline.t - %s) < 1e-9; })()"
         conditions = {
