@@ -42,9 +42,15 @@ session fixes (getvalue uploads, one byte-bounded slide tile cache):
     0                   1046 / 17966      1498 / 3896         5              1.05
     19 (--browser-nice) 755 / 21173       955 / 1952          6              1.03
 
-The failed polls are timeouts although no answered poll took over 2 s (3.9 s): requests that
-get no answer at all rather than late ones (a dropped connection or SYN retransmits under a
-stalled accept loop are candidates; not traced).
+Then without Streamlit's full garbage collection after every script run (runner.postScriptGC =
+false in .streamlit/config.toml: gc.collect(2) holds the GIL ~200 ms with torch loaded, after
+every run of every session), Chromium at niceness 0:
+
+    load before   tile p50/p99 ms   health p99/max ms   failed polls   sessions median   RSS after/before
+    1.5           173 / 1789        477 / 1597          0              55 s              1.05   PASS
+    7.0           363 / 1216        431 / 1457          0              42 s              1.02   PASS
+
+(the polls that timed out before were the loop starved by back-to-back full collections).
 
 A benchmark, not a test: it exits non-zero only when the script itself fails, and prints a
 FAIL line when a request failed or the memory did not come back within 20%.
