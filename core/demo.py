@@ -910,6 +910,12 @@ def _write_one(job: tuple[SlidePlan, str], pool=None) -> str:
     return plan.name
 
 
+def _lower_priority(nice: int) -> None:
+    """Pool initializer: add ``nice`` to this worker process's niceness (0: unchanged)."""
+    if nice:
+        os.nice(nice)
+
+
 def cohort_in_progress(out: str | os.PathLike) -> bool:
     """Return True while ``out`` is a demo cohort being written (or one whose writing was
     interrupted: calling :func:`make_demo_cohort` again with the same arguments finishes it)."""
@@ -942,6 +948,7 @@ def make_demo_cohort(
     progress: Callable[[int, int], None] | None = None,
     splits: Sequence[str] | None = None,
     on_slide: Callable[[str], None] | None = None,
+    nice: int = 0,
 ) -> Path:
     """Write a synthetic cohort under ``out`` and return the path of its cohort.csv.
 
@@ -961,6 +968,8 @@ def make_demo_cohort(
             e.g. ``("val", "test")`` for the held-out slides; None: all.
         on_slide: ``on_slide(name)`` after each slide is complete on disk, in the order
             they finish (a tumor slide with a macrometastasis is started first).
+        nice: niceness added to the worker processes (the app's first start passes 10, so
+            that the server draws its first page before the generation gets the CPU).
     """
     out = Path(out)
     if size < 1024:
@@ -995,7 +1004,7 @@ def make_demo_cohort(
     if progress:
         progress(len(written), total)
     if workers > 1 and len(jobs) > 1:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        with multiprocessing.get_context("spawn").Pool(workers, _lower_priority, (nice,)) as pool:
             # The first slide (a tumor slide) with every worker on its strips, so that it is also
             # the first written; then one slide per worker.
             finished(_write_one(jobs[0], pool=pool))
