@@ -106,6 +106,41 @@ def test_sampler_is_deterministic_and_needs_each_class():
         ThreeStepSampler([np.zeros(5)], classes=(0, 1))
 
 
+def test_hard_pool_is_the_highest_scoring_share_and_replaces_only_normal_draws():
+    from core.training.hard_negatives import (
+        hard_pool,
+        mix_hard_negatives,
+        train_negatives,
+    )
+
+    labels = [np.array([0, 1, 0, 0]), np.array([0, 0, 1])]
+    slide, patch = train_negatives(labels)
+    np.testing.assert_array_equal(slide, [0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(patch, [0, 2, 3, 0, 1])
+    prob = np.array([0.10, 0.95, 0.20, 0.90, 0.05])
+    pool = hard_pool(slide, patch, prob, top=0.4)  # 2 of 5, highest F(I) first
+    assert list(zip(pool.slide, pool.patch)) == [(0, 2), (1, 0)] and list(pool.prob) == [0.95, 0.90]
+    assert len(hard_pool(slide, patch, prob, top=0.01)) == 1  # never empty
+    with pytest.raises(ValueError, match="hard share"):
+        hard_pool(slide, patch, prob, top=0)
+
+    drawn = ThreeStepSampler(labels).sample(4000, np.random.default_rng(1))
+    mixed = mix_hard_negatives(drawn, pool, 0.5, np.random.default_rng(2))
+    np.testing.assert_array_equal(mixed.label, drawn.label)  # labels, hence their balance, untouched
+    tumour = drawn.label == 1
+    np.testing.assert_array_equal(mixed.slide[tumour], drawn.slide[tumour])
+    np.testing.assert_array_equal(mixed.patch[tumour], drawn.patch[tumour])
+    assert all(labels[a][b] == 0 for a, b in zip(mixed.slide[~tumour], mixed.patch[~tumour]))
+    in_pool = np.isin(mixed.slide * 10 + mixed.patch, pool.slide * 10 + pool.patch)[~tumour]
+    # Half the normal draws replaced by pool draws, plus the plain draws that hit the pool by chance (2 of 5).
+    assert abs(in_pool.mean() - (0.5 + 0.5 * 2 / 5)) < 0.03
+    assert mix_hard_negatives(drawn, pool, 0.0, np.random.default_rng(2)) is drawn
+    again = mix_hard_negatives(drawn, pool, 0.5, np.random.default_rng(2))
+    np.testing.assert_array_equal(again.patch, mixed.patch)  # deterministic for a generator state
+    with pytest.raises(TrainingError, match="hard-negative share"):
+        TrainConfig(cohort="c.csv", hard_negatives=1.5)
+
+
 # --------------------------------------------------------------------------------------------
 # Augmentation
 
@@ -227,6 +262,53 @@ def test_run_writes_metrics_and_checkpoints_resumes_and_repeats(cohort, tmp_path
     assert straight.best_val_auc == resumed.best_val_auc
 
 
+@pytest.mark.slow
+def test_hard_negative_mining_draws_the_normal_patches_the_model_scores_highest(cohort, tmp_path, monkeypatch):
+    from core.tiling import TilingParams
+    from core.training import loop
+    from core.training.data import index_slides, read_slide_patches
+    from core.training.hard_negatives import train_negatives
+
+    out = tmp_path / "mined"
+    config = small_config(cohort, out, epochs=1, hard_negatives=1.0, hard_negative_after=1, hard_negative_top=0.2)
+    train(config)  # epoch 1: plain three-step draws
+    first, _ = load_checkpoint(out / "last.pt")
+    # The train split's normal patches scored independently with epoch 1's weights.
+    train_slides = [s for s in read_cohort_table(cohort) if s.split == "train"]
+    index = index_slides(train_slides, TilingParams(level=1, patch_size=64, tissue_threshold=0.25), 0.5)
+    slide, patch = train_negatives([e.labels for e in index])
+    with torch.no_grad():
+        prob = np.concatenate([
+            first.predict_proba(torch.from_numpy(read_slide_patches(index[s], patch[slide == s])).permute(0, 3, 1, 2).float() / 255).numpy()
+            for s in np.unique(slide)
+        ])
+    seen = []
+    real_mix = loop.mix_hard_negatives
+
+    def spy(samples, pool, share, rng):
+        mixed = real_mix(samples, pool, share, rng)
+        seen.append((samples, pool, mixed))
+        return mixed
+
+    monkeypatch.setattr(loop, "mix_hard_negatives", spy)
+    result = train(config.replace(epochs=2), resume=True)  # epoch 2 mines
+    assert result.epochs == 2 and len(seen) == 1
+    drawn, pool, mixed = seen[0]
+    # The pool is the top 20% of the normal train patches by the current model's F(I) ...
+    assert len(pool) == round(0.2 * slide.size)
+    key = slide * 100000 + patch
+    hard = np.isin(key, pool.slide * 100000 + pool.patch)
+    assert prob[hard].min() >= prob[~hard].max() - 1e-5
+    np.testing.assert_allclose(np.sort(pool.prob), np.sort(prob[hard]), atol=1e-5)
+    # ... and with share 1 every normal draw of epoch 2 is one of them; tumour draws are untouched.
+    normal = mixed.label == 0
+    assert normal.any() and np.isin(mixed.slide[normal] * 100000 + mixed.patch[normal], pool.slide * 100000 + pool.patch).all()
+    np.testing.assert_array_equal(mixed.patch[~normal], drawn.patch[~normal])
+    meta = load_checkpoint(out / "last.pt")[1]
+    assert "hard-negative mining after epoch 1" in meta["training"]["recipe"]
+    assert meta["training"]["config"]["hard_negatives"] == 1.0
+
+
 def test_cli_train_records_the_command_and_reports_errors(cohort, tmp_path, capsys):
     from core.cli import main
 
@@ -345,10 +427,9 @@ def test_committed_demo_model_reaches_the_test_slide_auc_target(demo_model):
     "2048 px slides",
 )
 def test_demo_model_separates_tumor_from_normal_patches(demo_model, cohort):
-    from core.tiling import read_patches
-    from core.slide_io import open_slide
-    from core.tiling import TilingParams, label_grid, tile_grid
     from core.annotations import load_tumors
+    from core.slide_io import open_slide
+    from core.tiling import TilingParams, label_grid, read_patches, tile_grid
 
     model, _ = demo_model
     tiling = TilingParams(patch_size=128, mpp=1.0, tissue_threshold=0.25)  # the checkpoint's own tiling

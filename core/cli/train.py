@@ -74,6 +74,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     option("--samples-per-epoch", type=int, help="three-step draws per epoch, all ranks together (default: number of train patches)")
     fields.append(common.add_batch_size(parser, default=None, shown=C.batch_size, per="step and rank"))
     option("--lr", type=float, help=f"initial learning rate (default {common.number_text(C.lr)})")
+    option(
+        "--hard-negatives", type=float, metavar="SHARE",
+        help="hard-negative mining (Wang et al. 2016): the probability that a normal draw is one of the hard pool's "
+        f"patches, after --hard-negative-after epochs (default {C.hard_negatives:g}: off)",
+    )
+    option(
+        "--hard-negative-after", type=int, metavar="EPOCHS",
+        help=f"plain epochs before mining; before each later epoch the train split's normal patches are scored (default {C.hard_negative_after})",
+    )
+    option(
+        "--hard-negative-top", type=float, metavar="SHARE",
+        help=f"the hard pool: this share of the normal train patches, the highest-scoring (default {C.hard_negative_top:g})",
+    )
     option("--val-max-patches", type=int, help=f"cap on validation patches, a fixed subset (default {C.val_max_patches})")
     fields.append(common.add_workers(parser, default=None, shown=C.workers))
     fields.append(common.add_device(parser, default=None, shown=C.device))

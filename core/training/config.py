@@ -21,7 +21,7 @@ __all__ = ["TrainConfig", "TrainingError", "IDENTITY_FIELDS"]
 # Fields that define what is learned from what: a resumed run must keep them.
 IDENTITY_FIELDS = (
     "cohort", "arch", "pretrained", "weights", "level", "patch_size", "mpp", "tissue_threshold", "inner_fraction",
-    "samples_per_epoch", "batch_size", "seed",
+    "samples_per_epoch", "batch_size", "seed", "hard_negatives", "hard_negative_after", "hard_negative_top",
 )
 
 
@@ -52,6 +52,13 @@ class TrainConfig:
         lr_patience, lr_factor: multiply the rate by ``lr_factor`` after ``lr_patience``
             epochs without validation-loss improvement.
         stop_patience: stop after that many epochs without validation ROC-AUC improvement.
+        hard_negatives: hard-negative mining (Wang et al. 2016; :mod:`core.training.hard_negatives`):
+            the probability that a normal draw of a mining epoch is replaced by one of the hard
+            pool's patches. 0 (the default): off, plain three-step draws.
+        hard_negative_after: epochs of plain draws before mining starts; before each later
+            epoch the train split's normal patches are scored with the current weights.
+        hard_negative_top: the hard pool: this share of the train split's normal patches, the
+            highest-scoring (F(I)) ones.
         flips: random vertical and horizontal flips.
         brightness, contrast, saturation, hue: colour perturbation ranges (torchvision's
             ColorJitter meaning: factors in [1 - v, 1 + v], hue shift in [-hue, hue] turns).
@@ -86,6 +93,9 @@ class TrainConfig:
     lr_patience: int = 3
     lr_factor: float = 0.5
     stop_patience: int = 5
+    hard_negatives: float = 0.0
+    hard_negative_after: int = 2
+    hard_negative_top: float = 0.1
     flips: bool = True
     brightness: float = 0.25
     contrast: float = 0.25
@@ -124,6 +134,9 @@ class TrainConfig:
             (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
             (0 <= self.rho < 1 and 0 <= self.momentum < 1, "rho and momentum must be in [0, 1)"),
             (self.lr_patience >= 1 and self.stop_patience >= 1, "patiences must be >= 1 epoch"),
+            (0 <= self.hard_negatives <= 1, f"the hard-negative share must be in [0, 1], got {self.hard_negatives}"),
+            (self.hard_negative_after >= 0, f"hard-negative mining must start after >= 0 epochs, got {self.hard_negative_after}"),
+            (0 < self.hard_negative_top <= 1, f"the hard pool's share of normal patches must be in (0, 1], got {self.hard_negative_top}"),
             (0 < self.lr_factor < 1, f"lr factor must be in (0, 1), got {self.lr_factor}"),
             (all(0 <= v <= 1 for v in (self.brightness, self.contrast, self.saturation)),
              "brightness, contrast and saturation ranges must be in [0, 1]"),

@@ -63,6 +63,12 @@ from core.training.evaluate import (
     slide_auc,
     slide_max_scores,
 )
+from core.training.hard_negatives import (
+    HardPool,
+    hard_pool,
+    mix_hard_negatives,
+    train_negatives,
+)
 from core.training.sampler import ThreeStepSampler
 from core.training.schedule import RecipeSchedule
 
@@ -79,6 +85,17 @@ RECIPE = (
     "{momentum}, initial lr {lr:g}); lr x{lr_factor:g} after {lr_patience} epochs without val-loss "
     "improvement; stop after {stop_patience} epochs without val ROC-AUC improvement; best val AUC kept"
 )
+HARD_NEGATIVES = (
+    "; hard-negative mining after epoch {hard_negative_after}: before each later epoch the train split's normal "
+    "patches are scored and a normal draw is, with probability {hard_negatives:g}, one of the highest-scoring "
+    "{hard_negative_top:.0%} of them"
+)
+
+
+def recipe_text(config: TrainConfig) -> str:
+    """Return the recipe of a run in words, as recorded in its checkpoints (hard-negative mining when on)."""
+    values = asdict(config)
+    return RECIPE.format(**values) + (HARD_NEGATIVES.format(**values) if config.hard_negatives > 0 else "")
 
 Progress = Callable[[int, int], None]
 
@@ -310,6 +327,7 @@ class _Trainer:
             scale = f"{cfg.mpp:g} um/px" if cfg.mpp else f"level {cfg.level}"
             raise TrainingError(f"the train split has no {which} patch at {scale}, {cfg.patch_size} px: nothing to contrast")
         self.sampler = ThreeStepSampler([e.labels for e in self.train_index], classes=(0, 1))
+        self.negatives = train_negatives([e.labels for e in self.train_index])
         self.samples_per_epoch = int(cfg.samples_per_epoch or total)
         self.per_rank = math.ceil(self.samples_per_epoch / self.ctx.world)
         self.steps_per_epoch = math.ceil(self.per_rank / cfg.batch_size)
@@ -392,10 +410,50 @@ class _Trainer:
         generator = torch.Generator().manual_seed(int(np.random.SeedSequence(words + [1]).generate_state(1, np.uint64)[0] >> 1))
         return rng, generator
 
+    def _mines(self, epoch: int) -> bool:
+        """Return True if ``epoch`` draws from a hard-negative pool (mining on, after its plain epochs)."""
+        return self.config.hard_negatives > 0 and epoch > self.config.hard_negative_after
+
+    @torch.no_grad()
+    def _hard_pool(self, epoch: int) -> HardPool:
+        """Score every normal train patch with the current weights (ranks share the work); return the hard pool."""
+        cfg = self.config
+        slide, patch = self.negatives
+        mine = np.arange(slide.size, dtype=np.int64)[self.ctx.rank :: self.ctx.world]
+        chunk = max(1, 2 * cfg.batch_size)
+        jobs, ids = [], []
+        for s in np.unique(slide[mine]):
+            rows = mine[slide[mine] == s]
+            for start in range(0, rows.size, chunk):
+                part = rows[start : start + chunk]
+                jobs.append(lambda e=self.train_index[s], r=patch[part]: read_slide_patches(e, r))
+                ids.append(part)
+        self.model.eval()
+        probs = []
+        for patches in prefetch(jobs, cfg.workers):
+            with autocast_for(self.device, self.precision):
+                out = self.model(to_tensor(patches, self.device))
+            probs.append(torch.sigmoid(out.float()).cpu().numpy())
+        self.model.train()
+        mine_ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
+        mine_probs = np.concatenate(probs) if probs else np.zeros(0, dtype=np.float32)
+        all_ids, all_probs = all_gather_arrays(self.ctx, mine_ids, mine_probs)
+        prob = np.zeros(slide.size, dtype=np.float64)
+        prob[all_ids] = all_probs  # every rank gets the same pool, whatever the world size
+        pool = hard_pool(slide, patch, prob, cfg.hard_negative_top)
+        log.info(
+            "epoch %d: hard negatives: the %d highest-scoring of %d normal train patches (F(I) %.3f-%.3f)",
+            epoch, len(pool), slide.size, pool.prob.min(), pool.prob.max(),
+        )
+        return pool
+
     def _train_epoch(self, epoch: int, done_before: int, total_steps: int) -> float:
         cfg = self.config
+        pool = self._hard_pool(epoch) if self._mines(epoch) else None
         rng, generator = self._epoch_seed(epoch)
         samples = self.sampler.sample(self.per_rank, rng)
+        if pool is not None:
+            samples = mix_hard_negatives(samples, pool, cfg.hard_negatives, rng)
         batches = [samples[i : i + cfg.batch_size] for i in range(0, len(samples), cfg.batch_size)]
         jobs = [lambda b=b: read_samples(self.train_index, b.slide, b.patch) for b in batches]
         self.net.train()
@@ -468,7 +526,7 @@ class _Trainer:
                 "samples_per_epoch": self.samples_per_epoch,
                 "val_patches": self.n_val,
                 "torch": torch.__version__,
-                "recipe": RECIPE.format(**asdict(cfg)),
+                "recipe": recipe_text(cfg),
                 "config": cfg.to_dict(),
             },
         }
