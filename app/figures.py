@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
 import numpy as np
 import plotly.graph_objects as go
@@ -17,7 +18,7 @@ from core.export.figures import confusion_figure, froc_figure, pr_figure, roc_fi
 __all__ = [
     "PATCH_TRACE", "image_data_uri", "outline_xy", "slide_overview_figure", "colorbar_html",
     "training_figures", "objective_figure", "roc_figure", "pr_figure", "froc_figure", "confusion_figure", "thin_curve",
-    "with_point_at_t", "confusion_like",
+    "with_point_at_t", "confusion_like", "point_at_t", "confusion_cells",
 ]
 
 PATCH_TRACE = "patches"
@@ -187,23 +188,34 @@ def objective_figure(objective, activation) -> go.Figure:
 # The page builds each figure once per evaluation with core's builder, keeps it as a dict, and
 # adds what t changes without validating the cached part again: the same figure as core's
 # builder draws at t (tests/test_app_pages.py compares them).
-def with_point_at_t(base: dict, point: tuple[float | None, float | None] | None, threshold: float, *, log_x: bool = False) -> go.Figure:
-    """Return the curve figure ``base`` (a core builder's figure without a point, as a dict) with the point at t marked.
+def point_at_t(point: tuple[float | None, float | None] | None, threshold: float, *, log_x: bool = False) -> list[dict]:
+    """Return the trace that marks the point at t on a curve figure, as plain JSON ([] when the point is undefined).
 
     ``log_x``: the FROC figure's log axis, where AvgFP 0 is drawn at 1e-3 (as core.export.figures.froc_figure does).
     """
     from core.export.figures import _point_trace
 
     if log_x and point is not None and point[0] is not None and point[1] is not None:
-        point = (max(point[0], 1e-3), point[1])
+        point = (max(float(point[0]), 1e-3), point[1])
+    if point is not None and point[0] is not None and point[1] is not None:
+        point = (float(point[0]), float(point[1]))
     marker = _point_trace(point, threshold)
-    data = list(base["data"]) + ([marker.to_plotly_json()] if marker is not None else [])
+    return [] if marker is None else [json.loads(marker.to_json())]
+
+
+def confusion_cells(base: dict, matrix) -> dict:
+    """Return the heatmap trace of core's confusion figure ``base`` (as a dict) holding another matrix, as plain JSON."""
+    z = [[int(v) for v in row] for row in np.asarray(matrix)]
+    return {**base["data"][0], "z": z, "text": [[f"{v:,}" for v in row] for row in z]}
+
+
+def with_point_at_t(base: dict, point: tuple[float | None, float | None] | None, threshold: float, *, log_x: bool = False) -> go.Figure:
+    """Return the curve figure ``base`` (a core builder's figure without a point, as a dict) with the point at t marked."""
+    data = list(base["data"]) + point_at_t(point, threshold, log_x=log_x)
     return go.Figure({"data": data, "layout": base["layout"]}, _validate=False)
 
 
 def confusion_like(base: dict, matrix, *, title: str) -> go.Figure:
     """Return the confusion figure ``base`` (core's confusion_figure, as a dict) with another matrix and title."""
-    z = np.asarray(matrix)
-    cells = {**base["data"][0], "z": z, "text": [[f"{int(v):,}" for v in row] for row in z]}
     layout = {**base["layout"], "title": {**base["layout"].get("title", {}), "text": title}}
-    return go.Figure({"data": [cells], "layout": layout}, _validate=False)
+    return go.Figure({"data": [confusion_cells(base, matrix)], "layout": layout}, _validate=False)

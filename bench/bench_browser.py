@@ -49,6 +49,14 @@ TO_PAGE = """([x, y]) => { const v = window.pathexViewer, r = v.stage.getBoundin
     const p = v.item().imageToViewerElementCoordinates(new OpenSeadragon.Point(x, y)); return [r.x + p.x, r.y + p.y]; }"""
 SELECTED = """() => { const r = document.querySelector('[data-testid="pathexSelected"]');
     return r ? `${r.getAttribute('x')},${r.getAttribute('y')}` : ''; }"""
+# Threshold tuning's six charts have drawn t = v: the curves' point at t is named "t = v", the
+# confusion matrices' titles end in it (plotly's own state on each chart, whoever draws it).
+CHARTS_AT_T = """(() => { const charts = [...document.querySelectorAll('[data-testid="stMain"] .js-plotly-plot')];
+    return charts.length >= 6 && charts.every((gd) => (gd._fullData || []).some((tr) => tr.name === %(t)s)
+      || ((gd._fullLayout && gd._fullLayout.title && gd._fullLayout.title.text) || '').endsWith(%(t)s)); })()"""
+# The FROC chart's title is the mode's.
+FROC_TITLE = """[...document.querySelectorAll('[data-testid="stMain"] .js-plotly-plot')].some((gd) =>
+    ((gd._fullLayout && gd._fullLayout.title && gd._fullLayout.title.text) || '') === %s)"""
 PAGES = ["Review", "Threshold tuning", "Explain", "Network", "CNN basics", "Training"]
 TIMEOUT_MS = 180_000
 
@@ -229,6 +237,11 @@ class Felt:
         self.open_options(label, option, sidebar).click()
 
 
+def charts_at_t(value: float) -> str:
+    """Threshold tuning's charts have drawn t = ``value``."""
+    return CHARTS_AT_T % {"t": json.dumps(f"t = {value:.2f}")}
+
+
 def heading(title: str) -> str:
     return f"[...document.querySelectorAll('h1')].some(h => h.innerText.trim() === {json.dumps(title)})"
 
@@ -360,14 +373,15 @@ def measure_browser(url: str, fix: dict, reps: int, results: Results) -> None:
         # On Threshold tuning: t, and the FROC mode switch.
         felt.goto_page("Threshold tuning")
         felt.until(page_ready("Threshold tuning"), felt.now())
-        t_moves("t on Threshold tuning", lambda v: felt.main_text(f"Slide accuracy at t = {v:.2f}"))
+        t_moves("t on Threshold tuning", lambda v: f"{felt.main_text(f'Slide accuracy at t = {v:.2f}')} && {charts_at_t(v)}")
         for i in range(reps):
             label = "Camelyon16 (official evaluation)" if i % 2 == 0 else "patch (source material)"
             expect = "Camelyon16 mode (the challenge" if i % 2 == 0 else "FROC — for each t"
+            title = "FROC (Camelyon16 mode, official)" if i % 2 == 0 else "FROC"
             option = page.locator('[data-testid="stMain"] [data-testid="stRadio"]').filter(has_text="FROC mode").get_by_text(label, exact=True)
             start = felt.now()
             option.click()
-            results.setdefault("FROC mode switch", []).append(felt.until(f"{felt.main_text(expect)} && {page_ready('Threshold tuning')}", start))
+            results.setdefault("FROC mode switch", []).append(felt.until(f"{felt.main_text(expect)} && {page_ready('Threshold tuning')} && {FROC_TITLE % json.dumps(title)}", start))
 
         # "Run the model" on slides without predictions, to the viewer drawn.
         felt.goto_page("Review")
@@ -423,6 +437,13 @@ SPLIT_INIT = """(() => {
   try { new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__long.push({t: e.startTime, d: e.duration}); })
         .observe({type: 'longtask', buffered: true}); } catch (e) {}
 })();"""
+# Records in window.__hits the first animation frame at which each of two conditions (JS expressions) holds.
+WATCH = """([a, b]) => { window.__hits = {}; const fa = new Function(`return (${a});`), fb = new Function(`return (${b});`);
+  const loop = () => { const now = performance.now();
+    if (!window.__hits.a && fa()) window.__hits.a = now;
+    if (window.__hits.a && !window.__hits.b && fb()) window.__hits.b = now;  // b is checked once a holds
+    if (!(window.__hits.a && window.__hits.b)) requestAnimationFrame(loop); };
+  requestAnimationFrame(loop); }"""
 SPLIT_READ = """(start) => {
   const ws = window.__ws.filter((m) => m.t >= start), inbound = ws.filter((m) => m.dir === 'in');
   const tiles = performance.getEntriesByType('resource').filter((e) => e.startTime >= start && e.name.includes('/tiles/overlay/'));
@@ -452,7 +473,7 @@ def measure_split(url: str, reps: int) -> None:
         felt = open_big_slide(page, url)
         t_slider = page.locator('[data-testid="stSidebar"] input[aria-label="Decision threshold t"]')
         for title, shown, done in [
-            ("Review", "Decision at t = {:.2f}", VIEWER_DRAWN), ("Threshold tuning", "Slide accuracy at t = {:.2f}", "true"),
+            ("Review", "Decision at t = {:.2f}", VIEWER_DRAWN), ("Threshold tuning", "Slide accuracy at t = {:.2f}", None),
         ]:
             if title != "Review":
                 felt.goto_page(title)
@@ -462,10 +483,13 @@ def measure_split(url: str, reps: int) -> None:
                 t_slider.focus()
                 value = round(float(t_slider.evaluate("el => el.value")) + 0.01, 2)
                 page.wait_for_timeout(300)
+                # Both times are taken in the page, each animation frame (a second wait from Python
+                # would add its round trip to a condition that already holds).
+                page.evaluate(WATCH, [f"({felt.main_text(shown.format(value))}) && {SETTLED}", f"({done or charts_at_t(value)}) && {SETTLED}"])
                 start = felt.now()
                 t_slider.press("ArrowRight")
-                text_at = felt.until(felt.main_text(shown.format(value)), start) * 1e3
-                total = felt.until(done, start) * 1e3
+                page.wait_for_function("() => window.__hits.a && window.__hits.b", timeout=TIMEOUT_MS, polling="raf")
+                text_at, total = page.evaluate("(start) => [window.__hits.a - start, window.__hits.b - start]", start)
                 page.wait_for_timeout(800)  # late tiles and messages
                 info = page.evaluate(SPLIT_READ, start)
                 info.update(text=text_at, total=total)
@@ -503,7 +527,7 @@ def measure_interleaved(urls: dict[str, str], reps: int, fix: dict) -> None:
         given = "(() => { const d = window.pathexViewer && window.pathexViewer.data; return !d || !d.outline || Math.abs(d.outline.t - %s) < 1e-9; })()"
         conditions = {
             "t on Review": lambda felt, v: f"{felt.main_text(f'Decision at t = {v:.2f}')} && {given % v} && {VIEWER_DRAWN}",
-            "t on Threshold tuning": lambda felt, v: felt.main_text(f"Slide accuracy at t = {v:.2f}"),
+            "t on Threshold tuning": lambda felt, v: f"{felt.main_text(f'Slide accuracy at t = {v:.2f}')} && {charts_at_t(v)}",
         }
 
         def t_move(name: str, key: str, step: int) -> None:

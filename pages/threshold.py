@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pandas as pd
 import streamlit as st
 
 from app import context, state, widgets
+from app.charts import chart_json, plotly_chart
 from app.figures import (
+    confusion_cells,
     confusion_figure,
-    confusion_like,
     froc_figure,
+    point_at_t,
     pr_figure,
     roc_figure,
-    with_point_at_t,
 )
 from core.cohort import Cohort, annotations_dir
 from core.errors import PathologyError
@@ -53,14 +55,16 @@ def patch_curves(key: tuple, _result):
 
 @st.cache_resource(show_spinner=False, max_entries=32)
 def t_free_figures(key: tuple, _result, mode: str) -> dict[str, dict]:
-    """Return the figures of the evaluation ``key`` without what t changes, as dicts (built and validated once per evaluation).
+    """Return the figures of the evaluation ``key`` without what t changes, as plain JSON (app.charts.chart_json;
+    built and validated once per evaluation), and under "id" a name for them.
 
     The curves without their point at t; one confusion figure (its layout) for both matrices.
-    app.figures.with_point_at_t and confusion_like add what t changes on each rerun.
+    app.figures.point_at_t and confusion_cells make what t changes on each rerun, and the charts
+    (app.charts) keep the rest in the browser while "id" is the same.
     """
     fpr, tpr, precision, recall = patch_curves(key, _result)
     froc = _result.froc
-    return {
+    figures = {
         "slide_roc": roc_figure(_result.slide.fpr, _result.slide.tpr, None, title="Slide ROC", auc=_result.slide_auc).to_dict(),
         "patch_roc": roc_figure(fpr, tpr, None, title="Patch ROC", auc=_result.patch_auc).to_dict(),
         "patch_pr": pr_figure(precision, recall, None, ap=_result.patch.average_precision).to_dict(),
@@ -71,6 +75,22 @@ def t_free_figures(key: tuple, _result, mode: str) -> dict[str, dict]:
         ).to_dict(),
         "confusion": confusion_figure([[0, 0], [0, 0]], title="").to_dict(),
     }
+    charts = {name: chart_json(fig) for name, fig in figures.items()}
+    charts["id"] = hashlib.sha1(repr(key).encode()).hexdigest()[:16]
+    return charts
+
+
+def curve_chart(name: str, figures: dict, point, t: float, *, log_x: bool = False) -> None:
+    """Draw the curve ``name`` of ``figures`` (t_free_figures) with the point at t marked."""
+    plotly_chart(figures[name], key=f"threshold-{name}", figure_id=f"{figures['id']}-{name}", extra=point_at_t(point, t, log_x=log_x))
+
+
+def confusion_chart(name: str, figures: dict, matrix, title: str) -> None:
+    """Draw a confusion matrix (rows: truth, columns: prediction) in the layout of ``figures``' confusion figure."""
+    base = figures["confusion"]
+    cells = confusion_cells(base, matrix)
+    layout = {"title": {**base["layout"].get("title", {}), "text": title}}
+    plotly_chart({"data": [], "layout": base["layout"]}, key=f"threshold-{name}", figure_id=f"{figures['id']}-{name}", extra=[cells], layout=layout)
 
 
 table = context.cohort()
@@ -166,10 +186,10 @@ def view_at_t() -> None:
     left, right = st.columns(2)
     fpr_t = (s.fp / (s.fp + s.tn)) if s.fp + s.tn else None
     tpr_t = (s.tp / (s.tp + s.fn)) if s.tp + s.fn else None
-    left.plotly_chart(
-        with_point_at_t(figures["slide_roc"], (fpr_t, tpr_t) if fpr_t is not None and tpr_t is not None else None, t), width="stretch",
-    )
-    right.plotly_chart(confusion_like(figures["confusion"], [[s.tn, s.fp], [s.fn, s.tp]], title=f"Slides at t = {t:.2f}"), width="stretch")
+    with left:
+        curve_chart("slide_roc", figures, (fpr_t, tpr_t) if fpr_t is not None and tpr_t is not None else None, t)
+    with right:
+        confusion_chart("slide_confusion", figures, [[s.tn, s.fp], [s.fn, s.tp]], f"Slides at t = {t:.2f}")
     high = result.at_threshold(0.99).slide
     st.caption(
         f"At t = 0.99 the slide accuracy is {pct(high.accuracy)}: a threshold close to 1 can classify slides well "
@@ -190,12 +210,12 @@ def view_at_t() -> None:
     cols[3].metric("Precision", pct(p.precision))
     a, b, c = st.columns(3)
     point = (1 - p.specificity, p.sensitivity) if p.specificity is not None and p.sensitivity is not None else None
-    a.plotly_chart(with_point_at_t(figures["patch_roc"], point, t), width="stretch")
-    b.plotly_chart(
-        with_point_at_t(figures["patch_pr"], (p.sensitivity, p.precision) if p.sensitivity is not None and p.precision is not None else None, t),
-        width="stretch",
-    )
-    c.plotly_chart(confusion_like(figures["confusion"], p.confusion_matrix, title=f"Patches at t = {t:.2f}"), width="stretch")
+    with a:
+        curve_chart("patch_roc", figures, point, t)
+    with b:
+        curve_chart("patch_pr", figures, (p.sensitivity, p.precision) if p.sensitivity is not None and p.precision is not None else None, t)
+    with c:
+        confusion_chart("patch_confusion", figures, p.confusion_matrix, f"Patches at t = {t:.2f}")
     example = result.at_threshold(0.75).patch
     st.caption(
         f"The source material's example threshold t = 0.75 gives here: {example.tp:,} true positives, {example.fp:,} false positives, "
@@ -232,7 +252,7 @@ def view_at_t() -> None:
             "for these slides; the challenge's script assumes 0.243 µm/px for every slide (`python -m core evaluate --mode "
             "camelyon16` uses it, for numbers comparable with the leaderboard)."
         )
-    st.plotly_chart(with_point_at_t(figures["froc"], (f.avg_fp, f.sensitivity), t, log_x=True), width="stretch")
+    curve_chart("froc", figures, (f.avg_fp, f.sensitivity), t, log_x=True)
     with st.expander("Per-slide table at t"):
         st.dataframe(result.slide_table(t), hide_index=True, width="stretch")
 

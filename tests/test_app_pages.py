@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -174,8 +176,22 @@ def test_threshold_page_moves_markers_with_t(app, predicted):
     at = move_t(at, 0.0, fragment=False)  # the whole page reruns here (see pages/threshold.py)
     found_low = metric(at, "Tumors found at t")
     assert metric(at, "Slide accuracy at t = 0.00") == "50.0%"  # every slide called tumor: 2 of 4 right
+    low = charts(at)
+    # Six charts (app.charts), each drawn with its t-free figure and what t adds: at t = 0 every
+    # slide and patch is called tumour, so the ROC points sit at (1, 1) and the matrices hold no negatives.
+    assert sorted(low) == ["froc", "patch_confusion", "patch_pr", "patch_roc", "slide_confusion", "slide_roc"]
+    assert [(p["x"], p["y"], p["name"]) for p in low["slide_roc"]["extra"]] == [([1.0], [1.0], "t = 0.00")]
+    assert low["patch_roc"]["extra"][0]["x"] == [1.0] and low["patch_roc"]["extra"][0]["y"] == [1.0]
+    assert low["slide_confusion"]["extra"][0]["z"] == [[0, 2], [0, 2]]
+    assert low["slide_confusion"]["layout"]["title"]["text"] == "Slides at t = 0.00"
     at = move_t(at, 1.0, fragment=False)
     assert not at.exception
+    high = charts(at)
+    # A t move changes what t adds, not the figures the browser keeps (same ids, same base traces).
+    for name in low:
+        assert high[name]["id"] == low[name]["id"] and high[name]["base"] == low[name]["base"], name
+    assert high["slide_roc"]["extra"][0]["name"] == "t = 1.00" and high["slide_roc"]["extra"][0]["x"] == [0.0]
+    assert sum(map(sum, high["slide_confusion"]["extra"][0]["z"])) == 4 and high["slide_confusion"]["extra"][0]["z"][0][1] == 0
     found_high, total = metric(at, "Tumors found at t").split(" / ")
     assert found_low.split(" / ")[0] == total and int(found_high) < int(total)
     assert metric(at, "AvgFP") == "0.00"
@@ -184,8 +200,19 @@ def test_threshold_page_moves_markers_with_t(app, predicted):
     assert "Camelyon16 mode" in " ".join(m.value for m in at.markdown)
     # The app measures each slide at its own resolution (the demo's 0.5 um/px) and says so.
     assert any("each slide's own resolution (0.5 µm/px)" in c.value for c in at.caption)
-    froc = [c for c in at.get("plotly_chart") if "FROC (Camelyon16 mode, official)" in c.proto.spec]
-    assert froc and "per slide, all slides" in froc[0].proto.spec
+    froc = charts(at)["froc"]
+    assert froc["layout"]["title"]["text"] == "FROC (Camelyon16 mode, official)" and froc["id"] != high["froc"]["id"]
+    assert "per slide, all slides" in froc["layout"]["xaxis"]["title"]["text"]
+
+
+def charts(at) -> dict[str, dict]:
+    """The data of the page's app.charts elements, by chart name (their key's end)."""
+    found = {}
+    for element in at.get("bidi_component"):
+        data = json.loads(element.proto.json)
+        if "base" in data and "extra" in data:
+            found[data["id"].rsplit("-", 1)[-1]] = data
+    return found
 
 
 def test_training_page_shows_a_run(app, app_data):
@@ -373,6 +400,7 @@ def test_review_table_and_caption(app, predicted):
 def test_threshold_figures_at_t_from_their_cached_part_equal_cores_figures():
     """Threshold tuning builds each figure once per evaluation and adds what t changes: the same
     figure as core's builder draws at t (points at t, AvgFP 0 on the FROC's log axis, counts)."""
+    import base64
     import json
 
     import numpy as np
@@ -387,8 +415,19 @@ def test_threshold_figures_at_t_from_their_cached_part_equal_cores_figures():
         with_point_at_t,
     )
 
+    def plain(value):  # plotly's typed arrays ({"dtype", "bdata", "shape"}) as lists: numbers compare, not encodings
+        if isinstance(value, dict) and "bdata" in value:
+            array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+            shape = [int(n) for n in str(value.get("shape", len(array))).split(",")]
+            return array.reshape(shape).tolist()
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+
     def same(a, b) -> bool:
-        return json.loads(pio.to_json(a, validate=False)) == json.loads(pio.to_json(b, validate=False))
+        return plain(json.loads(pio.to_json(a, validate=False))) == plain(json.loads(pio.to_json(b, validate=False)))
 
     rng = np.random.default_rng(0)
     fpr = np.sort(rng.random(5000))
@@ -405,3 +444,7 @@ def test_threshold_figures_at_t_from_their_cached_part_equal_cores_figures():
     base = confusion_figure([[0, 0], [0, 0]], title="").to_dict()
     for matrix in ([[3, 0], [1, 2]], np.array([[91_234, 1_002], [17, 4_321]])):
         assert same(confusion_figure(matrix, title="Patches at t = 0.42"), confusion_like(base, matrix, title="Patches at t = 0.42"))
+    # What the page sends its charts (app.charts) is plain JSON: no numpy value reaches the component.
+    from app.figures import confusion_cells, point_at_t
+
+    json.dumps([point_at_t((np.float64(0.2), np.float32(0.6)), 0.37), confusion_cells(base, np.array([[1, 2], [3, 4]]))], allow_nan=False)

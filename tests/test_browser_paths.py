@@ -38,6 +38,15 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SLIDE = "demo_003"  # a tumor slide of the small cohort (not the one Review opens on: demo_002)
 THRESHOLD = "0.55"  # t moved off its default 0.50 in the sidebar
+# Threshold tuning's six charts have drawn t (the curves' point is named "t = ...", the matrices' titles end in it).
+CHARTS_AT_T = """(() => { const charts = [...document.querySelectorAll('[data-testid="stMain"] .js-plotly-plot')];
+    return charts.length === 6 && charts.every((gd) => (gd._fullData || []).some((tr) => tr.name === %(t)s)
+      || ((gd._fullLayout && gd._fullLayout.title && gd._fullLayout.title.text) || '').endsWith(%(t)s)); })()"""
+# Each chart: its size, title, the point at t it marks (or null) and whether it is the plot marked before.
+CHART_STATE = """() => [...document.querySelectorAll('[data-testid="stMain"] .js-plotly-plot')].map((gd) => {
+    const r = gd.getBoundingClientRect(), point = (gd._fullData || []).find((tr) => (tr.name || '').startsWith('t = '));
+    return {width: r.width, height: r.height, title: gd._fullLayout.title.text, kept: !!gd.__kept,
+            point: point ? [point.x[0], point.y[0]] : null}; })"""
 COLORMAP = "viridis"  # not the default inferno
 CAPTION = re.compile(r"Patch at level-0 \((\d+), (\d+)\), (\d+) px")
 # Level-0 (x, y) -> page coordinates in the deep-zoom viewer (app/viewer: OpenSeadragon).
@@ -527,6 +536,24 @@ def test_threshold_figures_in_every_format_and_the_cohort_report(page):
     assert not page.get_by_text("have no predictions with this model yet").count()
     assert_no_exception(page, "Threshold tuning")
     assert metric(page, f"Slide accuracy at t = {THRESHOLD}") != "n/a"
+    # Six charts drawn (app.charts): each marks t (the curves' point, the matrices' title).
+    page.wait_for_function(f"() => {CHARTS_AT_T % {'t': json.dumps('t = ' + THRESHOLD)}}", timeout=60_000)
+    before = page.evaluate(CHART_STATE)
+    assert len(before) == 6 and all(c["width"] > 200 and c["height"] >= 300 for c in before), before
+    assert sum(c["point"] is not None for c in before) == 4, "the ROC, PR and FROC curves mark the point at t"
+    # A t move redraws what t changes in the same plots: none is thrown away and made again.
+    page.evaluate("() => document.querySelectorAll('[data-testid=\"stMain\"] .js-plotly-plot').forEach((gd) => { gd.__kept = true; })")
+    set_threshold(page, "0.95")
+    page.wait_for_function(f"() => {CHARTS_AT_T % {'t': json.dumps('t = 0.95')}}", timeout=60_000)
+    after = page.evaluate(CHART_STATE)
+    assert all(c["kept"] for c in after), "a t move made a chart again"
+    assert [c["title"] for c in after[:2]] == [before[0]["title"], "Slides at t = 0.95"]
+    moved = [(b["point"], a["point"]) for b, a in zip(before, after) if b["point"] is not None]
+    assert all(a != b for b, a in moved if a is not None), f"the points at t did not move: {moved}"
+    assert metric(page, "Slide accuracy at t = 0.95") != "n/a"
+    assert_no_exception(page, "a t move on Threshold tuning")
+    shot(page, "9-threshold-charts-t095")
+    set_threshold(page, THRESHOLD)
     page.get_by_text("Download the figures and a cohort report").click()
     figures = ["slide_roc", "slide_confusion", "patch_roc", "patch_pr", "patch_confusion", "froc"]
     for fmt in ("html", "png", "svg"):

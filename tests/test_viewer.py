@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,9 +57,14 @@ def test_viewer_data_is_json_in_level0_pixels():
 
 def test_vendored_files_are_served_and_nothing_else():
     assert STATIC_FILES  # OpenSeadragon and its licence
+    import plotly
+
     for name in STATIC_FILES:
         data, media = static_file(name)
-        assert data == (STATIC / name).read_bytes() and media
+        # plotly.js (app.charts) is the copy of the installed plotly package, the version the figures are made with.
+        where = Path(plotly.__file__).parent / "package_data" if name == "plotly.min.js" else STATIC
+        assert data == (where / name).read_bytes() and media == "text/javascript" if name.endswith(".js") else media
+    assert static_file("plotly.min.js")[0][:200].decode().lstrip("/* \n").startswith("plotly.js v")
     script = static_file("openseadragon.min.js")[0].decode()
     assert "OpenSeadragon" in script and "6.1.1" in script  # the version package.json pins
     for name in ("viewer.js", "../__init__.py", "..%2F__init__.py", "", "openseadragon.js"):
@@ -71,6 +77,11 @@ def test_the_component_never_loads_from_another_host():
     source = (HERE / "viewer.js").read_text() + (HERE / "viewer.css").read_text()
     assert "https://" not in source and "//cdn" not in source
     assert 'const OSD_URL = "/viewer/static/openseadragon.min.js"' in source
+    from app.charts import HERE as CHARTS
+
+    charts = (CHARTS / "charts.js").read_text() + (CHARTS / "charts.css").read_text()
+    assert "https://" not in charts and "//cdn" not in charts
+    assert 'const PLOTLY_URL = "/viewer/static/plotly.min.js"' in charts
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ themselves never travel to the browser.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 STATIC_ROUTE = "/viewer/static/{name}"
-#: The files the static route serves, and their media types (nothing else under the folder).
-STATIC_FILES = {"openseadragon.min.js": "text/javascript", "LICENSE-openseadragon.txt": "text/plain"}
+#: The files the static route serves, and their media types (nothing else under the folder):
+#: OpenSeadragon (vendored here) and plotly.js (the copy the plotly package ships, for app.charts).
+STATIC_FILES = {"openseadragon.min.js": "text/javascript", "LICENSE-openseadragon.txt": "text/plain", "plotly.min.js": "text/javascript"}
 COMPONENT_NAME = "pathex.slide_viewer"
 DEFAULT_HEIGHT = 620
 
@@ -146,9 +148,14 @@ def patches_at(x: np.ndarray, y: np.ndarray, size0: float, selection: dict) -> n
     return hit[order]
 
 
+@functools.lru_cache(maxsize=len(STATIC_FILES))
 def static_file(name: str) -> tuple[bytes, str] | None:
-    """Return (bytes, media type) of a vendored file the viewer loads, None for any other name."""
+    """Return (bytes, media type) of a file the viewer or app.charts loads, None for any other name (read once)."""
     media = STATIC_FILES.get(name)
     if media is None:
         return None
+    if name == "plotly.min.js":
+        import plotly
+
+        return (Path(plotly.__file__).parent / "package_data" / name).read_bytes(), media
     return (STATIC / name).read_bytes(), media
