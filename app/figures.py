@@ -13,12 +13,31 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
 
-from core.export.figures import confusion_figure, froc_figure, pr_figure, roc_figure, thin_curve
+from core.export.figures import (
+    confusion_figure,
+    froc_figure,
+    pr_figure,
+    roc_figure,
+    thin_curve,
+)
 
 __all__ = [
-    "PATCH_TRACE", "image_data_uri", "outline_xy", "slide_overview_figure", "colorbar_html",
-    "training_figures", "objective_figure", "roc_figure", "pr_figure", "froc_figure", "confusion_figure", "thin_curve",
-    "with_point_at_t", "confusion_like", "point_at_t", "confusion_cells",
+    "PATCH_TRACE",
+    "colorbar_html",
+    "confusion_cells",
+    "confusion_figure",
+    "confusion_like",
+    "froc_figure",
+    "image_data_uri",
+    "objective_figure",
+    "outline_xy",
+    "point_at_t",
+    "pr_figure",
+    "roc_figure",
+    "slide_overview_figure",
+    "thin_curve",
+    "training_figures",
+    "with_point_at_t",
 ]
 
 PATCH_TRACE = "patches"
