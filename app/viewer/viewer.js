@@ -91,6 +91,20 @@ function formatLength(um) {
   return `${+(um * 1000).toPrecision(3)} nm`;
 }
 
+// A new image (a slide opened, a new overlay) loads only the tiles of the level it is drawn at,
+// not every coarser level first (OpenSeadragon's immediateRender): a slide switch asks for a
+// third of the tiles. Once it is fully drawn, zooming and panning blend from coarse to sharp
+// again, as usual.
+function loadBestLevelFirst(item) {
+  item.immediateRender = true;
+  const handler = (event) => {
+    if (!event.fullyLoaded) return;
+    item.removeHandler("fully-loaded-change", handler);
+    item.immediateRender = false;
+  };
+  item.addHandler("fully-loaded-change", handler);
+}
+
 class SlideViewer {
   constructor(parent, setTrigger) {
     this.setTrigger = setTrigger;
@@ -262,6 +276,7 @@ class SlideViewer {
       const opened = () => {
         v.removeHandler("open", opened);
         v.removeHandler("open-failed", opened);
+        if (v.world.getItemCount()) loadBestLevelFirst(v.world.getItemAt(0));
         // A fresh element (first mount, e.g. back from another page) restores this slide's
         // last view; a change of slide fits the new one.
         const saved = first ? this.loadView() : null;
@@ -323,6 +338,7 @@ class SlideViewer {
       success: (event) => {
         const item = event.item;
         if (pending.cancelled) { v.world.removeItem(item); return; }
+        loadBestLevelFirst(item);
         pending.item = item;
         item.setOpacity(pending.opacity);
         const done = () => {
