@@ -105,6 +105,38 @@ function loadBestLevelFirst(item) {
   item.addHandler("fully-loaded-change", handler);
 }
 
+// The runs' probability grids (float32), fetched once per token and kept for the window, not the
+// element: Review opened again, or a slide switched back to, draws its outlines without a fetch.
+// The last ones used are kept, up to GRID_BYTES.
+const GRIDS = new Map(); // token -> { promise: Promise<Float32Array>, bytes }
+const GRID_BYTES = 64e6;
+
+function gridValues(spec) {
+  let entry = GRIDS.get(spec.token);
+  if (entry) {
+    GRIDS.delete(spec.token); // most recently used last
+    GRIDS.set(spec.token, entry);
+    return entry.promise;
+  }
+  const promise = fetch(spec.url, { credentials: "same-origin" })
+    .then((response) => {
+      if (!response.ok) throw new Error(`grid ${response.status}`);
+      return response.arrayBuffer();
+    })
+    .then((buffer) => new Float32Array(buffer));
+  entry = { promise, bytes: spec.rows * spec.cols * 4 };
+  GRIDS.set(spec.token, entry);
+  promise.catch(() => { if (GRIDS.get(spec.token) === entry) GRIDS.delete(spec.token); });
+  let total = 0;
+  for (const e of GRIDS.values()) total += e.bytes;
+  for (const [token, e] of GRIDS) {
+    if (total <= GRID_BYTES || token === spec.token) break;
+    GRIDS.delete(token);
+    total -= e.bytes;
+  }
+  return promise;
+}
+
 class SlideViewer {
   constructor(parent, setTrigger) {
     this.setTrigger = setTrigger;
@@ -165,6 +197,7 @@ class SlideViewer {
 
   update(OSD, data) {
     this.data = data;
+    if (data.outline) gridValues(data.outline).catch(() => {}); // on its way while the slide opens
     this.root.style.height = `${data.height}px`;
     if (!this.viewer) this.create(OSD);
     if (!this.slide || this.slide.token !== data.slide.token) {
@@ -380,15 +413,11 @@ class SlideViewer {
     if (this.grid && this.grid.token === spec.token) { this.drawOutlines(); return; }
     if (this.gridLoading === spec.token) return; // drawn when it comes
     this.gridLoading = spec.token;
-    fetch(spec.url, { credentials: "same-origin" })
-      .then((response) => {
-        if (!response.ok) throw new Error(`grid ${response.status}`);
-        return response.arrayBuffer();
-      })
-      .then((buffer) => {
+    gridValues(spec)
+      .then((values) => {
         if (this.gridLoading !== spec.token) return; // another run asked for meanwhile
         this.gridLoading = null;
-        this.grid = { token: spec.token, values: new Float32Array(buffer) };
+        this.grid = { token: spec.token, values };
         this.drawOutlines();
       })
       .catch(() => { if (this.gridLoading === spec.token) this.gridLoading = null; });
