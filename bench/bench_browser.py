@@ -49,11 +49,16 @@ TO_PAGE = """([x, y]) => { const v = window.pathexViewer, r = v.stage.getBoundin
     const p = v.item().imageToViewerElementCoordinates(new OpenSeadragon.Point(x, y)); return [r.x + p.x, r.y + p.y]; }"""
 SELECTED = """() => { const r = document.querySelector('[data-testid="pathexSelected"]');
     return r ? `${r.getAttribute('x')},${r.getAttribute('y')}` : ''; }"""
-# Threshold tuning's six charts have drawn t = v: the curves' point at t is named "t = v", the
-# confusion matrices' titles end in it (plotly's own state on each chart, whoever draws it).
-CHARTS_AT_T = """(() => { const charts = [...document.querySelectorAll('[data-testid="stMain"] .js-plotly-plot')];
-    return charts.length >= 6 && charts.every((gd) => (gd._fullData || []).some((tr) => tr.name === %(t)s)
-      || ((gd._fullLayout && gd._fullLayout.title && gd._fullLayout.title.text) || '').endsWith(%(t)s)); })()"""
+# The charts a person sees (those in the window: app.charts draws the others when the browser is
+# idle; st.plotly_chart draws them all at once), each with its plotly state (gd), for any tree.
+CHARTS_IN_VIEW = """[...document.querySelectorAll('[data-testid="stMain"] [data-testid="pathexChart"], [data-testid="stMain"] [data-testid="stPlotlyChart"]')]
+    .filter((box) => { const r = box.getBoundingClientRect(); return r.width > 0 && r.bottom > 0 && r.top < window.innerHeight; })
+    .map((box) => (box.matches('.js-plotly-plot') ? box : box.querySelector('.js-plotly-plot')))"""
+# Threshold tuning's charts in view have drawn t = v: the curves' point at t is named "t = v", the
+# confusion matrices' titles end in it.
+CHARTS_AT_T = """(() => { const charts = %(in_view)s;
+    return charts.length >= 1 && charts.every((gd) => gd && ((gd._fullData || []).some((tr) => tr.name === %(t)s)
+      || ((gd._fullLayout && gd._fullLayout.title && gd._fullLayout.title.text) || '').endsWith(%(t)s))); })()"""
 # The FROC chart's title is the mode's.
 FROC_TITLE = """[...document.querySelectorAll('[data-testid="stMain"] .js-plotly-plot')].some((gd) =>
     ((gd._fullLayout && gd._fullLayout.title && gd._fullLayout.title.text) || '') === %s)"""
@@ -239,7 +244,7 @@ class Felt:
 
 def charts_at_t(value: float) -> str:
     """Threshold tuning's charts have drawn t = ``value``."""
-    return CHARTS_AT_T % {"t": json.dumps(f"t = {value:.2f}")}
+    return CHARTS_AT_T % {"t": json.dumps(f"t = {value:.2f}"), "in_view": CHARTS_IN_VIEW}
 
 
 def heading(title: str) -> str:
@@ -247,11 +252,11 @@ def heading(title: str) -> str:
 
 
 def page_ready(title: str) -> str:
-    """A page's own result drawn: Review its viewer, Threshold tuning its FROC chart, the others their heading."""
+    """A page's own result drawn: Review its viewer, Threshold tuning the charts in view, the others their heading."""
     if title == "Review":
         return f"{heading(title)} && {VIEWER_DRAWN}"
-    if title == "Threshold tuning":
-        return f"{heading(title)} && document.querySelectorAll('[data-testid=\"stMain\"] .js-plotly-plot').length >= 6"
+    if title == "Threshold tuning":  # the charts in view drawn
+        return f"{heading(title)} && (() => {{ const charts = {CHARTS_IN_VIEW}; return charts.length >= 1 && charts.every((gd) => gd && gd._fullLayout); }})()"
     return heading(title)
 
 

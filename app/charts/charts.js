@@ -25,6 +25,11 @@ function loadPlotly() {
   return window.__pathexPlotly;
 }
 
+// Charts out of view are drawn when the browser is idle (or when scrolled into view, whichever
+// comes first), so that opening a page or moving t draws first what a person sees.
+const NEAR_VIEW = "200px";
+const IDLE_WITHIN_MS = 1500;
+
 class Chart {
   constructor(parent) {
     this.root = document.createElement("div");
@@ -35,6 +40,44 @@ class Chart {
     this.base = [];
     this.queue = Promise.resolve();
     this.drawn = false;
+    this.pending = null; // the latest data not drawn yet, with its Plotly
+    this.idle = null;
+    this.visible = false;
+    this.observer = typeof IntersectionObserver === "function"
+      ? new IntersectionObserver((entries) => {
+          this.visible = entries.some((e) => e.isIntersecting);
+          if (this.visible) this.flush();
+        }, { rootMargin: NEAR_VIEW })
+      : null;
+    if (this.observer) this.observer.observe(this.root);
+    else this.visible = true;
+  }
+
+  inView() {
+    if (!this.observer) return true;
+    // Before the observer's first report (a new element), measure.
+    const r = this.root.getBoundingClientRect();
+    const margin = parseInt(NEAR_VIEW, 10);
+    return this.visible || (r.bottom >= -margin && r.top <= window.innerHeight + margin && r.width > 0);
+  }
+
+  request(Plotly, data) {
+    this.root.style.height = `${data.height}px`; // the page's layout does not wait for the drawing
+    this.pending = { Plotly, data };
+    if (this.inView()) return this.flush();
+    if (this.idle === null) {
+      const later = window.requestIdleCallback || ((fn) => setTimeout(fn, 200));
+      this.idle = later(() => { this.idle = null; this.flush(); }, { timeout: IDLE_WITHIN_MS });
+    }
+    return Promise.resolve();
+  }
+
+  flush() {
+    const next = this.pending;
+    if (!next) return this.queue;
+    this.pending = null;
+    this.queue = this.queue.then(() => this.draw(next.Plotly, next.data)).catch((error) => this.fail(error));
+    return this.queue;
   }
 
   draw(Plotly, data) {
@@ -43,7 +86,6 @@ class Chart {
       this.base = data.base;
     }
     const layout = { ...data.layout, height: data.height, autosize: true };
-    this.root.style.height = `${data.height}px`;
     this.root.setAttribute("data-figure-id", data.id);
     const traces = this.base.concat(data.extra);
     const drawn = this.drawn ? Plotly.react(this.root, traces, layout, CONFIG) : Plotly.newPlot(this.root, traces, layout, CONFIG);
@@ -51,7 +93,14 @@ class Chart {
     return drawn.then(() => this.root.setAttribute("data-drawn", String((Number(this.root.getAttribute("data-drawn")) || 0) + 1)));
   }
 
+  fail(error) {
+    this.root.className = "pathex-chart-error";
+    this.root.textContent = `The chart could not be drawn: ${error.message}`;
+  }
+
   destroy() {
+    if (this.observer) this.observer.disconnect();
+    if (this.idle !== null && window.cancelIdleCallback) window.cancelIdleCallback(this.idle);
     if (window.Plotly && this.drawn) window.Plotly.purge(this.root);
     this.root.remove();
   }
@@ -64,13 +113,9 @@ export default function (component) {
     chart = new Chart(parentElement);
     parentElement.__pathexChart = chart;
   }
-  chart.queue = chart.queue
-    .then(() => loadPlotly())
-    .then((Plotly) => chart.draw(Plotly, data))
-    .catch((error) => {
-      chart.root.className = "pathex-chart-error";
-      chart.root.textContent = `The chart could not be drawn: ${error.message}`;
-    });
+  loadPlotly()
+    .then((Plotly) => chart.request(Plotly, data))
+    .catch((error) => chart.fail(error));
   return () => {
     chart.destroy();
     parentElement.__pathexChart = undefined;
