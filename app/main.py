@@ -19,16 +19,27 @@ from app import tile_server  # noqa: E402
 
 
 def run_frame() -> None:
-    """The script each browser session runs: sidebar shared by every page, then the page."""
-    from app import context, navigation, state, widgets
-    from app.demo import ensure_demo_cohort, ensure_demo_model, show_demo_progress
+    """The script each browser session runs: sidebar shared by every page, then the page.
+
+    The frame (navigation, the sidebar's title, the demo's progress line) is drawn before the
+    modules that import torch: on a first start it shows at once, not after seconds of imports.
+    """
+    from app import navigation, state
+    from app.demo import ensure_demo_cohort, show_demo_progress
+
+    st.set_page_config(page_title="Pathology Explorer", page_icon=":microscope:", layout="wide")
+    ensure_demo_cohort()  # on first start: written in the background, slide by slide
+    st.sidebar.markdown("## Pathology Explorer")
+    st.session_state[state.VIEW_FRAGMENT] = None  # the page names its view fragment, if it draws one
+    page = st.navigation(navigation.pages())
+    show_demo_progress()  # above the page, until the demo cohort is complete
+
+    from app import context, widgets
+    from app.demo import ensure_demo_model
     from core.device import device_label
     from core.errors import PathologyError
     from core.paths import data_dirs
 
-    st.set_page_config(page_title="Pathology Explorer", page_icon=":microscope:", layout="wide")
-
-    ensure_demo_cohort()  # on first start: written in the background, slide by slide
     ensure_demo_model()
     from app import links
 
@@ -45,7 +56,6 @@ def run_frame() -> None:
     st.session_state.setdefault(state.THRESHOLD, state.DEFAULT_THRESHOLD)
 
     with st.sidebar:
-        st.markdown("## Pathology Explorer")
         st.selectbox("Data folder", folders, key=state.DATA_DIR, format_func=lambda p: f"{Path(p).name}/ (demo, synthetic)" if p == folders[0] else p)
         choices = context.model_choices()
         if state.PENDING_MODEL_CHOICE in st.session_state:  # a checkpoint uploaded in the last run
@@ -83,9 +93,6 @@ def run_frame() -> None:
             help="A patch is called cancer when F(I) ≥ t, a slide when one of its patches is. Every page uses this t.",
         )
 
-    st.session_state[state.VIEW_FRAGMENT] = None  # the page names its view fragment, if it draws one
-    page = st.navigation(navigation.pages())
-    show_demo_progress()  # above the page, until the demo cohort is complete
     page.run()
 
 
@@ -103,6 +110,8 @@ else:  # imported by the server (`streamlit run` finds this st.App): the app wit
             from app.demo import ensure_demo_cohort
 
             ensure_demo_cohort()
+            # Not also importing the sessions' modules here (torch): importing pandas in this thread
+            # while the first session's script imported it failed with a SystemError in typing.
         except Exception:  # the first session's run tries again and shows the error
             import logging
 

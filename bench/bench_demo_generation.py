@@ -123,6 +123,7 @@ def first_start_in_the_app(folder: Path) -> None:
             page.on("request", lambda r: overlay.append(since()) if "/tiles/overlay/" in r.url else None)
             page.goto(url, wait_until="domcontentloaded")
             page.locator('[data-testid="stSidebar"]').get_by_text("Pathology Explorer").first.wait_for(timeout=120_000)
+            print(f"  title in the sidebar: {since():.1f} s")
             page.get_by_text(re.compile(r"Creating the synthetic demo cohort")).first.wait_for(timeout=120_000)
             print(f"  frame with its progress line: {since():.1f} s")
             while not list((folder / "slides").glob("*.tiff")):
