@@ -26,14 +26,16 @@ def test_held_out_slides_are_the_issues_held_out_set(evaluation):
     assert 0 < evaluation["tumor_slides"] < evaluation["slides"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (issue 15): retrained by the preset on the harder cohort (generator judged on seed 7, "
-    "never on these slides), the demo model lands outside the issue's ranges on seed 0's 12 held-out slides: "
-    "slide AUC 0.686 (below 0.85-0.97: lymphoid aggregates on normal slides score up to 0.99), patch AUC 0.991 "
-    "(above 0.90-0.98), FROC 0.492 (just below 0.5-0.85)",
-)
-@pytest.mark.parametrize("key", ["slide_auc", "patch_auc", "froc_score"])
+@pytest.mark.parametrize("key", [
+    "slide_auc",  # 0.943 (0.85-0.97)
+    pytest.param("patch_auc", marks=pytest.mark.xfail(
+        strict=True,
+        reason="known gap (issue 15): retrained by the preset (10 epochs, hard-negative mining from epoch 6; judged on "
+        "seed 7, never on these slides), the demo model's patch AUC on seed 0's 12 held-out slides is 0.996, above "
+        "0.90-0.98: almost every patch is easy (slide AUC 0.943 and FROC 0.635 are in range)",
+    )),
+    "froc_score",  # 0.635 (0.5-0.85)
+])
 def test_held_out_metrics_are_good_not_perfect(evaluation, key):
     low, high = DEMO_RANGES[key]
     assert low <= evaluation[key] <= high, (key, evaluation[key], (low, high))

@@ -386,6 +386,9 @@ def test_demo_preset_is_the_recipe_with_a_stated_higher_lr():
     assert config.lr > 5e-5 and "5e-5" in config.note and config.command == DEMO_COMMAND
     assert (config.rho, config.momentum, config.lr_patience, config.stop_patience) == (0.9, 0.9, 3, 5)
     assert dict(DEMO_PRESET)["seed"] == config.seed
+    # Hard-negative mining is on, and starts after plain epochs, before the last one.
+    assert 0 < config.hard_negatives < 1 and 0 < config.hard_negative_after < config.epochs
+    assert "hard-negative mining" in config.note
 
 
 @pytest.fixture(scope="module")
@@ -410,22 +413,11 @@ def test_committed_demo_model_is_labelled_and_made_by_the_preset(demo_model):
         assert training["config"][key] == (training["command"] if key == "command" else value), key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (issue 15): retrained on the harder cohort, the demo model's test-split slide AUC is 0.75 "
-    "(target >= 0.8; held-out val+test 0.686, below the issue's 0.85-0.97)",
-)
 def test_committed_demo_model_reaches_the_test_slide_auc_target(demo_model):
     _, meta = demo_model
     assert meta["training"]["test_slide_auc"] >= DEMO_TARGETS["test_slide_auc"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (issue 15): the demo model retrained on the harder cohort ranks this small fixture cohort's "
-    "tumour patches above its normal slides' patches with AUC 0.82 (< 0.85): mimics cover about a third of these "
-    "2048 px slides",
-)
 def test_demo_model_separates_tumor_from_normal_patches(demo_model, cohort):
     from core.annotations import load_tumors
     from core.slide_io import open_slide

@@ -41,9 +41,17 @@ DEMO_RANGES = MappingProxyType({"slide_auc": (0.85, 0.97), "patch_auc": (0.90, 0
 DEMO_TARGETS = MappingProxyType({"val_auc": 0.9, "test_slide_auc": 0.8})
 
 # The preset's settings; everything not named here is the recipe's default. The learning rate is
-# 6x the recipe's 5e-5 and an epoch is 1024 draws (not all ~2100 train patches), at most 5
+# 6x the recipe's 5e-5 and an epoch is 1024 draws (not all ~2100 train patches), at most 10
 # epochs: a randomly initialised tiny network (no ImageNet weights) must converge in a few
 # minutes on a 2-core CPU (1e-3 also converges but its first epoch's loss spikes to ~13).
+# Hard-negative mining (Wang et al. 2016, core.training.hard_negatives) from epoch 6: a quarter of
+# the normal draws come from the highest-scoring tenth of the train split's normal patches (the
+# lymphoid aggregates, hyperchromatic benign epithelium and crushed cells a tiny CNN confuses with
+# tumour). Judged on seed 7's cohort, never on the shipped seed 0's held-out slides, three training
+# seeds each (held-out slide AUC / patch AUC / FROC): 5 epochs, no mining: 0.73/0.96/0.45 and
+# 0.69/0.96/0.29 (undertrained, validation AUC still rising); 10 epochs, no mining: 0.91/0.99/0.59,
+# 0.91/0.96/0.61, 0.71/0.97/0.38; 10 epochs, mining share 0.25 (this preset): 0.97/0.99/0.69,
+# 0.94/0.99/0.58, 0.91/0.99/0.55; share 0.5: 1.00/0.98/0.82, 0.83/0.99/0.59, 0.69/0.98/0.40.
 DEMO_PRESET: Mapping[str, object] = MappingProxyType({
     "arch": "tiny",
     "pretrained": "none",
@@ -52,10 +60,13 @@ DEMO_PRESET: Mapping[str, object] = MappingProxyType({
     "patch_size": 128,
     "tissue_threshold": 0.25,
     "inner_fraction": 0.5,
-    "epochs": 5,
+    "epochs": 10,
     "samples_per_epoch": 1024,
     "batch_size": 32,
     "lr": 3e-4,
+    "hard_negatives": 0.25,
+    "hard_negative_after": 5,
+    "hard_negative_top": 0.1,
     "workers": 2,
     "device": "auto",
     "precision": "auto",
@@ -66,7 +77,9 @@ DEMO_PRESET: Mapping[str, object] = MappingProxyType({
     "note": (
         "Demo model trained on the synthetic demo cohort (generated slides, not real tissue); "
         "not for diagnosis. Preset 'demo': tiny arch, learning rate 3e-4 (6x the recipe's 5e-5) "
-        "and at most 5 epochs of 1024 three-step draws so that it trains in minutes on a CPU."
+        "and at most 10 epochs of 1024 three-step draws so that it trains in minutes on a CPU; "
+        "hard-negative mining from epoch 6 (a quarter of the normal draws from the highest-scoring "
+        "tenth of the train split's normal patches)."
     ),
     "command": DEMO_COMMAND,
 })
