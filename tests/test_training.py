@@ -359,17 +359,22 @@ def test_torchrun_two_processes_train_and_the_checkpoint_loads(cohort, tmp_path)
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "core", "train", "--cohort", str(cohort), "--arch", "tiny",
+        [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "core", "-v", "train", "--cohort", str(cohort), "--arch", "tiny",
          "--out", str(out), "--level", "1", "--patch-size", "64", "--epochs", "1", "--samples-per-epoch", "32",
-         "--batch-size", "8", "--workers", "1", "--device", "cpu"],
+         "--batch-size", "8", "--workers", "1", "--device", "cpu",
+         "--hard-negatives", "0.5", "--hard-negative-after", "0"],  # the ranks score the normal patches together
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     model, meta = load_checkpoint(out / "best.pt")
     assert meta["training"]["world_size"] == 2
+    assert meta["training"]["config"]["hard_negatives"] == 0.5 and "hard-negative mining" in meta["training"]["recipe"]
+    # Each rank scored half the normal train patches; both drew from the same pool of all of them.
+    pools = re.findall(r"hard negatives: the (\d+) highest-scoring of (\d+) normal train patches \(F\(I\) ([\d.]+)-([\d.]+)\)", proc.stderr)
+    assert len(pools) == 2 and pools[0] == pools[1], pools
     assert meta["training"]["command"].startswith("torchrun --nproc-per-node 2 -m core train")
     assert len(read_metrics(out / "metrics.csv")) == 1
-    assert proc.stderr.count("epoch 1: train loss") == 1  # only rank 0 reports
+    assert len(re.findall(r"^epoch 1: train loss", proc.stderr, re.M)) == 1  # only rank 0 reports (-v adds log lines)
     with torch.no_grad():
         assert model(torch.rand(2, 3, 64, 64)).shape == (2,)
 
