@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "demo: the tiny arch on the synthetic demo cohort (generated if absent) at "
             f"{DEMO_PRESET['mpp']:g} um/px, {DEMO_PRESET['patch_size']} px, learning rate {DEMO_PRESET['lr']:g} (higher than the "
             f"recipe's {common.number_text(C.lr)}, to train in minutes on a CPU), at most {DEMO_PRESET['epochs']} epochs of "
-            f"{DEMO_PRESET['samples_per_epoch']} draws, test-split slide AUC at the end; writes runs/demo"
+            f"{DEMO_PRESET['samples_per_epoch']} draws, hard-negative mining after epoch {DEMO_PRESET['hard_negative_after']}, "
+            "test-split slide AUC at the end; writes runs/demo"
         ),
     )
     option("--cohort", type=str, help="cohort.csv (slide,label,split); slides in slides/, annotations in annotations/ beside it")
