@@ -7,11 +7,17 @@ from __future__ import annotations
 import re
 import shutil
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from tests.browser_support import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, app_server, require_browser, wait_for_run
+from tests.browser_support import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    app_server,
+    require_browser,
+    wait_for_run,
+)
 
 PAGES = ["Review", "Threshold tuning", "Explain", "Network", "CNN basics", "Training"]
 
@@ -104,19 +110,13 @@ def test_pages_render_and_viewer_zooms(server):
                 missing.click()
                 wait_for_run(page, 300)
                 page.get_by_role("heading", name="3. Do we detect the individual tumors?").wait_for(timeout=120_000)
-                page.screenshot(path=str(ARTIFACTS / "page-threshold-tuning-cohort.png"), full_page=True)
-                # The cohort report downloads as one offline HTML file naming every slide.
                 page.get_by_text("have no predictions with this model yet").wait_for(state="detached", timeout=120_000)
                 wait_for_run(page, 120)
-                page.get_by_text("Download the figures and a cohort report").click()
-                button = page.get_by_role("button", name=re.compile("Cohort report"))
-                button.wait_for(timeout=30_000)
-                page.wait_for_timeout(1000)
-                with page.expect_download(timeout=120_000) as download:
-                    button.click()
-                html = Path(download.value.path()).read_text()
-                assert "<html" in html.lower() and all(f"demo_00{i}" in html for i in range(1, 5))
-                assert not re.search(r"<script[^>]+src=|<link[^>]+href=[\"']https?:", html)
+                # Every slide counts now: the six charts are drawn (the downloads and the cohort
+                # report are test_browser_paths' walk).
+                page.wait_for_function("document.querySelectorAll('[data-testid=\"pathexChart\"] .main-svg').length >= 6", timeout=60_000)
+                assert page.locator('[data-testid="stException"]').count() == 0
+                page.screenshot(path=str(ARTIFACTS / "page-threshold-tuning-cohort.png"), full_page=True)
         browser.close()
     outside = [u for u in requests if not re.match(r"^(https?://(localhost|127\.0\.0\.1)(:\d+)?/|data:|blob:)", u)]
     assert not outside, f"requests left the machine: {outside[:5]}"
