@@ -446,6 +446,7 @@ def test_a_reload_and_an_opened_link_restore_slide_view_t_and_patch(browser_page
     page.reload(wait_until="domcontentloaded")
     page.get_by_role("heading", name="Review").wait_for(timeout=90_000)
     wait_for_run(page)
+    page.locator('[data-testid="pathexViewer"]').wait_for(timeout=90_000)  # a reload's first run, on a busy machine
     page.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()
     same_place(place(page))
     assert_no_exception(page, "a reload")
@@ -457,6 +458,7 @@ def test_a_reload_and_an_opened_link_restore_slide_view_t_and_patch(browser_page
         fresh.goto(url, wait_until="domcontentloaded")
         fresh.get_by_role("heading", name="Review").wait_for(timeout=90_000)
         wait_for_run(fresh)
+        fresh.locator('[data-testid="pathexViewer"]').wait_for(timeout=90_000)
         fresh.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()
         same_place(place(fresh))
         assert_no_exception(fresh, "an opened link")
