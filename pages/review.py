@@ -186,7 +186,21 @@ if summary is None or summary["status"] != "complete":
         if ok:
             st.rerun()
     if thumb is not None:
-        st.image(thumb, caption=f"{name} ({slide.vendor}, {slide.dimensions[0]} x {slide.dimensions[1]} px)")
+        # The slide in the viewer already, without a heatmap: it can be looked at in deep zoom
+        # before any run, and its tiles are loaded while the person decides (a run then adds the heatmap's).
+        try:
+            outlines = context.tumors(name) if row["split"] != "uploaded" and st.session_state.get(state.SHOW_ANNOTATIONS, True) else None
+        except PathologyError:
+            outlines = None  # said on the page once there are predictions
+        token = tile_server.register_slide(slide.path)
+        slide_viewer(
+            viewer_data(
+                slide_token=token, slide_tiles=tile_server.slide_url(token), dimensions=slide.dimensions,
+                max_level=max_zoom(slide.dimensions), mpp=slide_resolution(slide, context.given_mpp(name)), tumors=outlines,
+            ),
+            key=state.SLIDE_VIEWER,
+        )
+        st.caption(f"{name} ({slide.vendor}, {slide.dimensions[0]} x {slide.dimensions[1]} px): no heatmap until the model has run on it.")
     stop()
 if thumb is None:
     stop()

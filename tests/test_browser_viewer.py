@@ -145,6 +145,9 @@ STATE: dict = {}
 # -- the tests, in order -----------------------------------------------------------------------
 def test_viewer_opens_fitting_the_whole_slide_with_scale_and_colour_bar(browser_page):
     page, _ = browser_page
+    # Before any run the slide is in the viewer already, without a heatmap.
+    page.wait_for_function("() => window.pathexViewer && window.pathexViewer.data && window.pathexViewer.viewer && window.pathexViewer.viewer.world.getItemCount() === 1", timeout=60_000)
+    assert page.evaluate("() => window.pathexViewer.data.overlay") is None
     page.get_by_role("button", name=re.compile(f"^Run the model on {SLIDE}")).click()
     wait_for_run(page, 180)
     page.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()

@@ -98,8 +98,13 @@ def test_review_hands_the_viewer_its_slide_overlay_and_scale(app_cohort, tmp_pat
     at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=240)
     at.run()
     run = next((b for b in at.button if b.label.startswith("Run the model on demo_002")), None)
-    if run is not None:
-        at = run.click().run()
+    assert run is not None, "a fresh copy of the cohort holds no predictions"
+    # Before any run the slide is in the viewer already, without a heatmap, with its tumour outlines.
+    [before] = [e for e in at.get("bidi_component")]
+    shown = json.loads(before.proto.json)
+    assert shown["slide"]["tiles"].startswith("/tiles/slide/") and shown["overlay"] is None and shown["outline"] is None
+    assert shown["tumors"], "demo_002 is a tumour slide: its annotation outlines are drawn"
+    at = run.click().run()
     assert not at.exception, at.exception
     [element] = [e for e in at.get("bidi_component")]
     data = json.loads(element.proto.json)

@@ -541,6 +541,11 @@ class SlideViewer {
 
   saveView() {
     if (!this.slide || !this.viewer || !this.viewer.world.getItemCount()) return;
+    // Not while the element is off the page or collapsed (Streamlit replacing it, a run hiding
+    // it): its canvas then measures a few px and the "view" would be a zoom of ~0.0005, which
+    // the next element of this slide would restore (clamped to the minimum zoom).
+    const box = this.root.getBoundingClientRect();
+    if (!this.root.isConnected || box.width < 50 || box.height < 50) return;
     try {
       sessionStorage.setItem(VIEW_STORE + this.slide.token, JSON.stringify(this.view()));
     } catch (e) { /* storage full or denied: the view is only not restored */ }
