@@ -26,7 +26,6 @@ __all__ = [
     "colorbar_html",
     "confusion_cells",
     "confusion_figure",
-    "confusion_like",
     "froc_figure",
     "image_data_uri",
     "objective_figure",
@@ -37,7 +36,6 @@ __all__ = [
     "slide_overview_figure",
     "thin_curve",
     "training_figures",
-    "with_point_at_t",
 ]
 
 PATCH_TRACE = "patches"
@@ -204,9 +202,10 @@ def objective_figure(objective, activation) -> go.Figure:
 # -- figures at t from a cached t-free part ---------------------------------------------------
 # Building a plotly figure validates every property (tens of ms per figure, most of a Threshold
 # tuning rerun); a t move changes only the point at t (curves) or the counts (confusion matrices).
-# The page builds each figure once per evaluation with core's builder, keeps it as a dict, and
-# adds what t changes without validating the cached part again: the same figure as core's
-# builder draws at t (tests/test_app_pages.py compares them).
+# The page builds each figure once per evaluation with core's builder, keeps it as plain JSON, and
+# hands its charts (app.charts) what t changes: the base's traces plus these, the base's layout
+# with the new title, the same figure as core's builder draws at t (tests/test_app_pages.py
+# composes them as the charts do and compares).
 def point_at_t(point: tuple[float | None, float | None] | None, threshold: float, *, log_x: bool = False) -> list[dict]:
     """Return the trace that marks the point at t on a curve figure, as plain JSON ([] when the point is undefined).
 
@@ -226,15 +225,3 @@ def confusion_cells(base: dict, matrix) -> dict:
     """Return the heatmap trace of core's confusion figure ``base`` (as a dict) holding another matrix, as plain JSON."""
     z = [[int(v) for v in row] for row in np.asarray(matrix)]
     return {**base["data"][0], "z": z, "text": [[f"{v:,}" for v in row] for row in z]}
-
-
-def with_point_at_t(base: dict, point: tuple[float | None, float | None] | None, threshold: float, *, log_x: bool = False) -> go.Figure:
-    """Return the curve figure ``base`` (a core builder's figure without a point, as a dict) with the point at t marked."""
-    data = list(base["data"]) + point_at_t(point, threshold, log_x=log_x)
-    return go.Figure({"data": data, "layout": base["layout"]}, _validate=False)
-
-
-def confusion_like(base: dict, matrix, *, title: str) -> go.Figure:
-    """Return the confusion figure ``base`` (core's confusion_figure, as a dict) with another matrix and title."""
-    layout = {**base["layout"], "title": {**base["layout"].get("title", {}), "text": title}}
-    return go.Figure({"data": [confusion_cells(base, matrix)], "layout": layout}, _validate=False)

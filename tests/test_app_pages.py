@@ -404,16 +404,26 @@ def test_threshold_figures_at_t_from_their_cached_part_equal_cores_figures():
     import json
 
     import numpy as np
+    import plotly.graph_objects as go
     import plotly.io as pio
 
     from app.figures import (
+        confusion_cells,
         confusion_figure,
-        confusion_like,
         froc_figure,
+        point_at_t,
         pr_figure,
         roc_figure,
-        with_point_at_t,
     )
+
+    # As app/charts/charts.js composes a chart: the base's traces then the extra ones, the base's
+    # layout with what the page overrides.
+    def with_point_at_t(base: dict, point, threshold: float, *, log_x: bool = False) -> go.Figure:
+        return go.Figure({"data": list(base["data"]) + point_at_t(point, threshold, log_x=log_x), "layout": base["layout"]}, _validate=False)
+
+    def confusion_like(base: dict, matrix, *, title: str) -> go.Figure:
+        layout = {**base["layout"], "title": {**base["layout"].get("title", {}), "text": title}}
+        return go.Figure({"data": [confusion_cells(base, matrix)], "layout": layout}, _validate=False)
 
     def plain(value):  # plotly's typed arrays ({"dtype", "bdata", "shape"}) as lists: numbers compare, not encodings
         if isinstance(value, dict) and "bdata" in value:
@@ -445,6 +455,4 @@ def test_threshold_figures_at_t_from_their_cached_part_equal_cores_figures():
     for matrix in ([[3, 0], [1, 2]], np.array([[91_234, 1_002], [17, 4_321]])):
         assert same(confusion_figure(matrix, title="Patches at t = 0.42"), confusion_like(base, matrix, title="Patches at t = 0.42"))
     # What the page sends its charts (app.charts) is plain JSON: no numpy value reaches the component.
-    from app.figures import confusion_cells, point_at_t
-
     json.dumps([point_at_t((np.float64(0.2), np.float32(0.6)), 0.37), confusion_cells(base, np.array([[1, 2], [3, 4]]))], allow_nan=False)

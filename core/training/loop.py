@@ -428,15 +428,8 @@ class _Trainer:
                 part = rows[start : start + chunk]
                 jobs.append(lambda e=self.train_index[s], r=patch[part]: read_slide_patches(e, r))
                 ids.append(part)
-        self.model.eval()
-        probs = []
-        for patches in prefetch(jobs, cfg.workers):
-            with autocast_for(self.device, self.precision):
-                out = self.model(to_tensor(patches, self.device))
-            probs.append(torch.sigmoid(out.float()).cpu().numpy())
-        self.model.train()
         mine_ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
-        mine_probs = np.concatenate(probs) if probs else np.zeros(0, dtype=np.float32)
+        mine_probs = torch.sigmoid(torch.from_numpy(self._logits(jobs))).numpy()
         all_ids, all_probs = all_gather_arrays(self.ctx, mine_ids, mine_probs)
         prob = np.zeros(slide.size, dtype=np.float64)
         prob[all_ids] = all_probs  # every rank gets the same pool, whatever the world size
@@ -482,15 +475,19 @@ class _Trainer:
         return all_mean(self.ctx, self.device, loss_sum, count)
 
     @torch.no_grad()
-    def _validate(self) -> tuple[float, float]:
+    def _logits(self, jobs: list) -> np.ndarray:
+        """Return the model's logits (float32) for the patches ``jobs`` read, in their order (eval mode, then back to training)."""
         self.model.eval()
         logits = []
-        for patches in prefetch(self.val_jobs, self.config.workers):
+        for patches in prefetch(jobs, self.config.workers):
             with autocast_for(self.device, self.precision):
                 out = self.model(to_tensor(patches, self.device))
             logits.append(out.float().cpu().numpy())
         self.model.train()
-        mine = np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32)
+        return np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32)
+
+    def _validate(self) -> tuple[float, float]:
+        mine = self._logits(self.val_jobs)
         ids, labels, values = all_gather_arrays(self.ctx, self.val_ids, self.val_labels, mine)
         order = np.argsort(ids, kind="stable")  # the same order on every rank and for any world size
         labels, values = labels[order], values[order]
