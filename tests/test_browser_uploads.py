@@ -137,6 +137,15 @@ def test_own_slides_and_uploads_end_to_end(server, own_folder, shared_slides, ih
         for name, path, mpp in cases:
             upload(page, path, mpp)
             assert_no_exception(page, f"upload of {path.name}")
+            # Before the run the upload is in the viewer already, without a heatmap.
+            page.wait_for_function(
+                "() => window.pathexViewer && window.pathexViewer.data && !window.pathexViewer.data.overlay && window.pathexViewer.drawn()",
+                timeout=60_000,
+            )
+            page.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()
+            # The µm per pixel given next to the upload (or the slide's own) sets the scale bar already.
+            page.get_by_test_id("pathexScale").wait_for(state="visible", timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / f"upload-{path.name}-before-run.png"))
             started = time.perf_counter()
             timings[name] = run_model(page, name)
             assert_no_exception(page, f"the viewer of {path.name}")

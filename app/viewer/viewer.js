@@ -203,6 +203,7 @@ class SlideViewer {
     if (!this.slide || this.slide.token !== data.slide.token) {
       return this.openSlide(OSD, data);
     }
+    this.slide = data.slide; // the same slide, whose µm per pixel may just have been given (the scale bar follows)
     this.applyData(OSD, data, false);
     return Promise.resolve();
   }
