@@ -148,11 +148,17 @@ def test_viewer_opens_fitting_the_whole_slide_with_scale_and_colour_bar(browser_
     # Before any run the slide is in the viewer already, without a heatmap.
     page.wait_for_function("() => window.pathexViewer && window.pathexViewer.data && window.pathexViewer.viewer && window.pathexViewer.viewer.world.getItemCount() === 1", timeout=60_000)
     assert page.evaluate("() => window.pathexViewer.data.overlay") is None
+    page.evaluate("() => { window.preRunViewer = window.pathexViewer; window.preRunCanvas = window.pathexViewer.viewer.drawer.canvas; }")
     page.get_by_role("button", name=re.compile(f"^Run the model on {SLIDE}")).click()
     wait_for_run(page, 180)
     page.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()
     ready(page)
     settle(page)
+    # The run draws the viewer at another place on the page: the new element adopted the viewer
+    # shown before the run (its canvas and loaded tiles), and added the heatmap to it.
+    assert page.evaluate("() => [window.pathexViewer === window.preRunViewer, window.pathexViewer.viewer.drawer.canvas === window.preRunCanvas, !!window.preRunViewer.viewer]") == [True, True, True]
+    assert page.evaluate("() => document.querySelectorAll('[data-testid=\"pathexViewer\"]').length") == 1
+    assert page.evaluate("() => window.pathexViewer.viewer.world.getItemCount()") == 2
     assert all_inside(page), "the whole slide is not inside the viewer at open"
     scale = page.locator('[data-testid="pathexScale"]')
     assert scale.is_visible() and re.fullmatch(r"\d+(\.\d+)? (µm|mm)", scale.inner_text().strip())

@@ -108,6 +108,17 @@ function loadBestLevelFirst(item) {
 // The runs' probability grids (float32), fetched once per token and kept for the window, not the
 // element: Review opened again, or a slide switched back to, draws its outlines without a fetch.
 // The last ones used are kept, up to GRID_BYTES.
+// The viewer of an element Streamlit has just removed, kept a few seconds for the next element to
+// adopt: a rerun that draws the viewer at another place on the page (the Review page before and
+// after "Run the model") or a quick return to the page then keeps the OpenSeadragon canvas, its
+// loaded tiles and its view, instead of building a new one and loading every tile again.
+// Streamlit may also mount the new element first and remove the old one when the run ends: a
+// viewer removed within YOUNG_MS of a new one's creation takes that new element's place instead.
+const STASH_MS = 10000;
+const YOUNG_MS = 5000;
+let STASHED = null; // { viewer: SlideViewer, timer }
+let YOUNG = null; // { parent, viewer: SlideViewer, at }: the last viewer made new (not adopted)
+
 const GRIDS = new Map(); // token -> { promise: Promise<Float32Array>, bytes }
 const GRID_BYTES = 64e6;
 
@@ -583,7 +594,56 @@ class SlideViewer {
     try { return sessionStorage.getItem(VIEW_STORE + "focus"); } catch (e) { return null; }
   }
 
+  // Its element is gone: take the place of a viewer made new just before (its element drawn by the
+  // same run), else wait off the page for the next element (stash).
+  leave() {
+    const young = YOUNG;
+    if (young && young.viewer !== this && performance.now() - young.at < YOUNG_MS
+        && young.parent.isConnected && young.parent.__pathexViewer === young.viewer) {
+      YOUNG = null;
+      young.viewer.destroy();
+      young.parent.appendChild(this.root);
+      if (this.viewer) this.viewer.autoResize = true;
+      young.parent.__pathexViewer = this;
+      this.setTrigger = young.viewer.setTrigger;
+      window.pathexViewer = this;
+      show(this, young.viewer.latest);
+    } else {
+      this.stash();
+    }
+  }
+
+  // Off the page but alive for STASH_MS: the next viewer element adopts it (adopt), else it is destroyed.
+  stash() {
+    this.saveView();
+    if (STASHED) STASHED.viewer.destroy();
+    if (this.viewer) this.viewer.autoResize = false; // no resize to the 0 px of a detached element
+    this.root.remove();
+    const timer = setTimeout(() => {
+      if (STASHED && STASHED.viewer === this) {
+        STASHED = null;
+        this.destroy();
+      }
+    }, STASH_MS);
+    STASHED = { viewer: this, timer };
+  }
+
+  // Take the stashed viewer into a new element: its canvas, tiles and view move with it.
+  static adopt(parent) {
+    if (!STASHED) return null;
+    const viewer = STASHED.viewer;
+    clearTimeout(STASHED.timer);
+    STASHED = null;
+    parent.appendChild(viewer.root);
+    if (viewer.viewer) viewer.viewer.autoResize = true;
+    return viewer;
+  }
+
   destroy() {
+    if (STASHED && STASHED.viewer === this) {
+      clearTimeout(STASHED.timer);
+      STASHED = null;
+    }
     this.saveView();
     if (this.viewer) this.viewer.destroy();
     this.viewer = null;
@@ -592,23 +652,34 @@ class SlideViewer {
   }
 }
 
-export default function (component) {
-  const { data, parentElement, setTriggerValue } = component;
-  let viewer = parentElement.__pathexViewer;
-  if (!viewer) {
-    viewer = new SlideViewer(parentElement, setTriggerValue);
-    parentElement.__pathexViewer = viewer;
-  }
-  viewer.setTrigger = setTriggerValue;
-  window.pathexViewer = viewer; // one viewer per page; the browser tests read its view here
+function show(viewer, data) {
+  viewer.latest = data;
   viewer.queue = viewer.queue
     .then(() => loadOpenSeadragon())
     .then((OSD) => viewer.update(OSD, data))
     .catch((error) => {
       viewer.root.textContent = `The slide viewer could not start: ${error.message}`;
     });
+}
+
+export default function (component) {
+  const { data, parentElement, setTriggerValue } = component;
+  let viewer = parentElement.__pathexViewer;
+  if (!viewer) {
+    viewer = SlideViewer.adopt(parentElement);
+    if (!viewer) {
+      viewer = new SlideViewer(parentElement, setTriggerValue);
+      YOUNG = { parent: parentElement, viewer, at: performance.now() };
+    }
+    parentElement.__pathexViewer = viewer;
+  }
+  viewer.setTrigger = setTriggerValue;
+  window.pathexViewer = viewer; // one viewer per page; the browser tests read its view here
+  show(viewer, data);
   return () => {
-    viewer.destroy();
+    // The element's viewer now, which may be one that took its place (leave).
+    const current = parentElement.__pathexViewer;
     parentElement.__pathexViewer = undefined;
+    if (current) current.leave();
   };
 }
