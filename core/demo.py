@@ -13,7 +13,10 @@ What a slide holds (sizes in level-0 pixels, 2 px = 1 µm):
   are larger and pleomorphic (7-14 µm, uneven outlines and darkness), vesicular with a dark
   membrane, coarse chromatin and one or two nucleoli, on scant purple cytoplasm; a slide's
   tumor is high or low grade (low: smaller, darker, less pleomorphic nuclei, a nucleolus in
-  half of them, close to the hyperchromatic mimic) and of its own cellularity.
+  half of them, close to the hyperchromatic mimic) and of its own cellularity. Part of a
+  slide's tumor (30-60% of its area, in patches ~0.2-0.4 mm across) is desmoplastic stroma:
+  fibrous stroma with scattered tumor cells (4-12% of the cells of the sheet), inside the
+  annotation as a pathologist draws it; the hard positives of the demo.
 - **Tumors** (annotated): isolated tumor cell clusters (< 0.2 mm), micrometastases
   (0.2-2 mm) and macrometastases (about 2 mm, the largest a 3 mm wide slide holds). A
   tumor slide is "macro" (a large focus, maybe satellites), "micro" (one or two
@@ -65,6 +68,7 @@ TEXTURE_SCALE = 8  # level-0 pixels per cell of the stroma texture fields
 FAT_CELL = 110  # level-0 pixels between adipocyte centres (55 µm)
 TUMOR_CELL = 26  # level-0 pixels between tumor cell centres (13 µm): a cohesive sheet
 FAT_PERIOD = 20  # adipocytes per period of the fat cells' jitter pattern (1.1 mm)
+DESMOPLASIA_MIN_AREA = 200_000  # level-0 px² (0.05 mm², ~0.25 mm across): smaller tumors are all sheet
 TUMOR_PERIOD = 48  # epithelial cells per period of their jitter pattern (0.62 mm; fill and look are not periodic)
 
 SYNTHETIC_NOTE = "Pathology Explorer synthetic demo slide: generated, not real tissue"
@@ -140,6 +144,8 @@ class SlidePlan:
     artefacts: tuple[Artefact, ...] = ()
     grade: str = "high"  # "high" | "low": the tumor cells' look (low grade resembles the hyperchromatic mimic)
     cellularity: float = 0.88  # share of tumor (and hyperchromatic) cells whose nucleus is in the section
+    stroma_share: float = 0.0  # share of the tumor area that is desmoplastic stroma with scattered tumor cells
+    stroma_fill: float = 0.18  # share of the sheet's filled cells that remain in that stroma
 
 
 # -- planning -----------------------------------------------------------------------------
@@ -182,6 +188,15 @@ def _fat_field(seed: tuple[int, int], width: int, height: int) -> np.ndarray:
     rng = np.random.default_rng([*seed, 4])
     rows, cols = height // FIELD_SCALE + 8, width // FIELD_SCALE + 8
     return _noise_field(rng, rows, cols, sigma=max(rows, cols) / 28) - rng.uniform(0.9, 1.6)
+
+
+def _desmoplasia_field(seed: tuple[int, int], width: int, height: int, share: float) -> np.ndarray:
+    """Return the low-resolution desmoplasia field: < 0 where a tumor is desmoplastic stroma
+    (about ``share`` of the area, in patches ~0.2-0.4 mm across), one cell per FIELD_SCALE px."""
+    rng = np.random.default_rng([*seed, 5])
+    rows, cols = height // FIELD_SCALE + 8, width // FIELD_SCALE + 8
+    field = _noise_field(rng, rows, cols, sigma=12)
+    return (field - np.quantile(field, share)).astype(np.float32) if share > 0 else np.full_like(field, 1.0)
 
 
 def _texture_fields(seed: tuple[int, int], width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -320,6 +335,9 @@ def plan_slide(name: str, label: str, split: str, size: int, seed: tuple[int, in
         tumor_sizes=tuple(sizes), mimic_kinds=tuple(mimic_kinds), scenario=scenario,
         stain=_stain(rng), artefacts=_artefacts(rng, field, width, height),
         grade=str(rng.choice(["high", "low"], p=[0.55, 0.45])), cellularity=round(float(rng.uniform(0.6, 0.92)), 3),
+        # Drawn last, so that the layout above is that of the cohorts before desmoplasia was drawn.
+        stroma_share=round(float(rng.uniform(0.3, 0.6)), 3) if label == "tumor" else 0.0,
+        stroma_fill=round(float(rng.uniform(0.04, 0.12)), 3),
     )
 
 
@@ -521,18 +539,33 @@ class SlideRenderer:
         rows, cols = plan.height // TUMOR_CELL + 8, plan.width // TUMOR_CELL + 4
         grid = np.stack(np.mgrid[0:rows, 0:cols], axis=-1) - np.array([2, 0])  # grid rows start 2 cells above the slide
         self.cell_seeds = ((grid + jitter[grid[..., 0] % TUMOR_PERIOD, grid[..., 1] % TUMOR_PERIOD]) * TUMOR_CELL).astype(np.float32)
-        self.cell_fill = rng.uniform(size=(rows, cols)) < plan.cellularity
+        fill = rng.uniform(size=(rows, cols))
+        self.cell_fill = fill < plan.cellularity
+        # Tumor cells: fewer where the tumor is desmoplastic stroma (the field at each cell's seed,
+        # ramping over 0.25 of its standard deviation to plan.stroma_fill of the sheet's cells).
+        self.desmoplasia = _desmoplasia_field(plan.seed, plan.width, plan.height, plan.stroma_share)
+        at = np.clip(self.cell_seeds // FIELD_SCALE, 0, np.array(self.desmoplasia.shape) - 1).astype(np.intp)
+        ramp = np.clip(self.desmoplasia[at[..., 0], at[..., 1]] / 0.25 + 0.5, 0, 1)
+        self.tumor_fill = fill < plan.cellularity * (plan.stroma_fill + (1 - plan.stroma_fill) * ramp)
         # Isolated tumor cell clusters are drawn with every cell: a handful of cells, never none.
         self.itcs = tuple(t for t, size in zip(plan.tumors, plan.tumor_sizes) if size == "itc")
+        # Only tumors of at least DESMOPLASIA_MIN_AREA have desmoplastic stroma: a small one that
+        # fell in it whole would keep almost no tumor cells.
+        self.desmoplastic_tumors = tuple(t for t, size in zip(plan.tumors, plan.tumor_sizes) if size != "itc" and t.area >= DESMOPLASIA_MIN_AREA)
         self.cell_variant = rng.integers(0, 1 << 30, size=(rows, cols))
         self.mimic_groups = {kind: [p for p, k in zip(plan.mimics, plan.mimic_kinds or ("lymphoid",) * len(plan.mimics)) if k == kind] for kind in MIMIC_KINDS}
 
     # - regions and nuclei -
     def regions(self, top: int, height: int) -> dict[str, np.ndarray]:
         """Return bool masks (height, width) of a window of level-0 rows [top, top + height):
-        tissue, fat, tumor and one per mimic kind (fat only where no tumor or mimic is)."""
+        tissue, fat, tumor (annotated), desmoplastic (the tumor's stroma with scattered tumor
+        cells) and one per mimic kind (fat only where no tumor or mimic is)."""
         plan, width = self.plan, self.plan.width
         masks = {"tumor": _rasterize(plan.tumors, 0, top, width, height)}
+        masks["desmoplastic"] = np.zeros_like(masks["tumor"])
+        if self.desmoplastic_tumors:
+            masks["desmoplastic"] = _rasterize(self.desmoplastic_tumors, 0, top, width, height)
+            masks["desmoplastic"] &= _upsample(self.desmoplasia, FIELD_SCALE, 0, top, width, height) < 0
         for kind, polygons in self.mimic_groups.items():
             masks[kind] = _rasterize(polygons, 0, top, width, height)
         special = masks["tumor"] | masks["lymphoid"] | masks["hyperchromatic"] | masks["crushed"]
@@ -565,7 +598,8 @@ class SlideRenderer:
             x, y, u, variant = x[keep], y[keep], u[keep], variant[keep]
             r = y - top
             at = {name: mask[r, x] for name, mask in masks.items()}
-            plain = at["tissue"] & ~at["fat"] & ~at["tumor"] & ~at["lymphoid"] & ~at["hyperchromatic"] & ~at["crushed"]
+            sheet = at["tumor"] & ~at["desmoplastic"]
+            plain = at["tissue"] & ~at["fat"] & ~sheet & ~at["lymphoid"] & ~at["hyperchromatic"] & ~at["crushed"]
             density = {
                 "lymph_aggregate": at["lymphoid"],
                 "crushed": at["crushed"],
@@ -587,15 +621,17 @@ class SlideRenderer:
         seeds = np.round(self.cell_seeds).astype(np.int64)
         inside = (seeds[..., 0] >= top) & (seeds[..., 0] < top + height) & (seeds[..., 1] >= 0) & (seeds[..., 1] < self.plan.width)
         ty, tx = seeds[..., 0][inside], seeds[..., 1][inside]
-        filled = self.cell_fill[inside]
+        tumor_fill = self.cell_fill[inside]
+        if self.desmoplastic_tumors:
+            where = _rasterize(self.desmoplastic_tumors, 0, top, self.plan.width, height)[ty - top, tx]
+            tumor_fill[where] = self.tumor_fill[inside][where]
         if self.itcs:
-            filled |= _rasterize(self.itcs, 0, top, self.plan.width, height)[ty - top, tx]
-        inside[inside] = filled
-        ty, tx = ty[filled], tx[filled]
-        for name in ("tumor", "hyperchromatic"):
-            on = masks[name][ty - top, tx]
+            tumor_fill |= _rasterize(self.itcs, 0, top, self.plan.width, height)[ty - top, tx]
+        variant = self.cell_variant[inside]
+        for name, filled in (("tumor", tumor_fill), ("hyperchromatic", self.cell_fill[inside])):
+            on = filled & masks[name][ty - top, tx]
             xs.append(tx[on]), ys.append(ty[on]), kinds.append(np.full(int(on.sum()), name, dtype="<U15"))
-            variants.append(self.cell_variant[inside][on])
+            variants.append(variant[on])
         return np.concatenate(xs), np.concatenate(ys), np.concatenate(kinds), np.concatenate(variants)
 
     # - stroma, fat, artefacts -
@@ -639,7 +675,7 @@ class SlideRenderer:
         eosin += 0.62
         eosin *= stroma
         eosin *= np.clip((fibre + 1.5) / 0.8, 0.2, 1.0)  # thin clefts between bundles
-        epithelium = masks["tumor"] | masks["hyperchromatic"]
+        epithelium = (masks["tumor"] & ~masks["desmoplastic"]) | masks["hyperchromatic"]
         eosin[epithelium] = 0.30 + 0.1 * stroma[epithelium]  # scant cytoplasm
         eosin[masks["lymphoid"]] *= 0.45
         eosin *= masks["tissue"]
@@ -727,7 +763,7 @@ class SlideRenderer:
 
         eosin = self._eosin(masks, top, height)
         haem += 0.05 * tissue
-        haem[masks["tumor"] | masks["hyperchromatic"]] += 0.09  # amphophilic cytoplasm
+        haem[(masks["tumor"] & ~masks["desmoplastic"]) | masks["hyperchromatic"]] += 0.09  # amphophilic cytoplasm
         haem[masks["fat"]] *= 0.3
         ink = np.zeros_like(haem)
         grey = np.zeros_like(haem)
