@@ -443,14 +443,15 @@ def test_demo_model_separates_tumor_from_normal_patches(demo_model, cohort):
     tumor, normal = np.array(probs["tumor"]), np.array(probs["normal"])
     assert tumor.size and normal.size
     # Good, not perfect (issue 15): tumour patches rank well above the normal slides' patches (on
-    # this small fixture cohort most tumour patches are tumour edges, so their median is below 0.5),
-    # while mimics (lymphoid aggregates, hyperchromatic benign epithelium) on normal slides may
-    # score high: that is what the Threshold page teaches.
+    # this small fixture cohort most tumour patches are tumour edges or desmoplastic stroma with a
+    # few scattered tumour cells, so their median is well below 0.5: the typical one still outranks
+    # nine in ten normal patches), while mimics (lymphoid aggregates, hyperchromatic benign
+    # epithelium) on normal slides may score high: that is what the Threshold page teaches.
     from sklearn.metrics import roc_auc_score
 
     auc = roc_auc_score(np.r_[np.ones(tumor.size), np.zeros(normal.size)], np.r_[tumor, normal])
     assert auc > 0.85, auc
-    assert np.median(tumor) > 0.25 > np.median(normal), (np.median(tumor), np.median(normal))
+    assert np.median(tumor) > np.quantile(normal, 0.9), (np.median(tumor), np.quantile(normal, 0.9))
 
 
 def test_ensure_demo_model_returns_the_committed_file_or_installs_a_trained_one(demo_model, tmp_path):
