@@ -151,6 +151,9 @@ def test_viewer_opens_fitting_the_whole_slide_with_scale_and_colour_bar(browser_
     page.evaluate("() => { window.preRunViewer = window.pathexViewer; window.preRunCanvas = window.pathexViewer.viewer.drawer.canvas; }")
     page.get_by_role("button", name=re.compile(f"^Run the model on {SLIDE}")).click()
     wait_for_run(page, 180)
+    # Until the run's end reaches the browser, the element drawn before the run is still on the
+    # page beside the new one (a busy machine shows it): wait for the one that stays.
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"pathexViewer\"]').length === 1", timeout=60_000)
     page.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()
     ready(page)
     settle(page)
