@@ -559,13 +559,12 @@ class SlideRenderer:
     def regions(self, top: int, height: int) -> dict[str, np.ndarray]:
         """Return bool masks (height, width) of a window of level-0 rows [top, top + height):
         tissue, fat, tumor (annotated), desmoplastic (the tumor's stroma with scattered tumor
-        cells) and one per mimic kind (fat only where no tumor or mimic is)."""
+        cells), desmoplastic_tumor (the tumors that may hold such stroma, whole) and one per
+        mimic kind (fat only where no tumor or mimic is)."""
         plan, width = self.plan, self.plan.width
         masks = {"tumor": _rasterize(plan.tumors, 0, top, width, height)}
-        masks["desmoplastic"] = np.zeros_like(masks["tumor"])
-        if self.desmoplastic_tumors:
-            masks["desmoplastic"] = _rasterize(self.desmoplastic_tumors, 0, top, width, height)
-            masks["desmoplastic"] &= _upsample(self.desmoplasia, FIELD_SCALE, 0, top, width, height) < 0
+        masks["desmoplastic_tumor"] = _rasterize(self.desmoplastic_tumors, 0, top, width, height)
+        masks["desmoplastic"] = masks["desmoplastic_tumor"] & (_upsample(self.desmoplasia, FIELD_SCALE, 0, top, width, height) < 0)
         for kind, polygons in self.mimic_groups.items():
             masks[kind] = _rasterize(polygons, 0, top, width, height)
         special = masks["tumor"] | masks["lymphoid"] | masks["hyperchromatic"] | masks["crushed"]
@@ -622,9 +621,8 @@ class SlideRenderer:
         inside = (seeds[..., 0] >= top) & (seeds[..., 0] < top + height) & (seeds[..., 1] >= 0) & (seeds[..., 1] < self.plan.width)
         ty, tx = seeds[..., 0][inside], seeds[..., 1][inside]
         tumor_fill = self.cell_fill[inside]
-        if self.desmoplastic_tumors:
-            where = _rasterize(self.desmoplastic_tumors, 0, top, self.plan.width, height)[ty - top, tx]
-            tumor_fill[where] = self.tumor_fill[inside][where]
+        where = masks["desmoplastic_tumor"][ty - top, tx]
+        tumor_fill[where] = self.tumor_fill[inside][where]
         if self.itcs:
             tumor_fill |= _rasterize(self.itcs, 0, top, self.plan.width, height)[ty - top, tx]
         variant = self.cell_variant[inside]

@@ -60,6 +60,7 @@ def test_the_readme_explain_example_is_a_tumour_patch_the_demo_model_calls_cance
     """The README's ``python -m core explain`` example on the demo cohort points at a patch inside
     a tumour annotation, in its sheet of tumour cells (not desmoplastic stroma), that the committed
     demo model calls cancer, and its Grad-CAM map is not blank: run as a person would (the CLI)."""
+    import os
     import re
     import subprocess
     import sys
@@ -67,7 +68,8 @@ def test_the_readme_explain_example_is_a_tumour_patch_the_demo_model_calls_cance
     import numpy as np
     import shapely
 
-    from core.demo import SlideRenderer, cohort_layout, plan_slide, write_slide
+    from core.demo import DEMO_MPP, SlideRenderer, cohort_layout, plan_slide, write_slide
+    from core.model import load_checkpoint
     from core.paths import REPO_ROOT
 
     readme = (REPO_ROOT / "README.md").read_text()
@@ -77,7 +79,8 @@ def test_the_readme_explain_example_is_a_tumour_patch_the_demo_model_calls_cance
     layout = cohort_layout(24, 0)
     index = [row[0] for row in layout].index(name)
     plan = plan_slide(*layout[index], 6144, (0, index))
-    size0 = 256  # the demo model's 128 px at 1 µm/px, in 0.5 µm level-0 px
+    _, meta = load_checkpoint(DEMO_MODEL_PATH)
+    size0 = round(meta["patch_size"] * meta["mpp"] / DEMO_MPP)  # the model's patch in level-0 px (256)
     patch = shapely.box(x, y, x + size0, y + size0)
     assert any(t.contains(patch) for t in plan.tumors), "the example patch is not inside a tumour"
     masks = SlideRenderer(plan).regions(y, size0)
@@ -89,7 +92,7 @@ def test_the_readme_explain_example_is_a_tumour_patch_the_demo_model_calls_cance
     args = command.split()[3:]  # after "python -m core"
     result = subprocess.run(
         [sys.executable, "-m", "core", *args], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-        env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)},
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     probability = float(re.search(r"F\(I\) = ([0-9.]+)", result.stderr).group(1))  # the JSON summary is on stdout

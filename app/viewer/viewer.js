@@ -105,9 +105,6 @@ function loadBestLevelFirst(item) {
   item.addHandler("fully-loaded-change", handler);
 }
 
-// The runs' probability grids (float32), fetched once per token and kept for the window, not the
-// element: Review opened again, or a slide switched back to, draws its outlines without a fetch.
-// The last ones used are kept, up to GRID_BYTES.
 // The viewer of an element Streamlit has just removed, kept a few seconds for the next element to
 // adopt: a rerun that draws the viewer at another place on the page (the Review page before and
 // after "Run the model") or a quick return to the page then keeps the OpenSeadragon canvas, its
@@ -119,6 +116,9 @@ const YOUNG_MS = 5000;
 let STASHED = null; // { viewer: SlideViewer, timer }
 let YOUNG = null; // { parent, viewer: SlideViewer, at }: the last viewer made new (not adopted)
 
+// The runs' probability grids (float32), fetched once per token and kept for the window, not the
+// element: Review opened again, or a slide switched back to, draws its outlines without a fetch.
+// The last ones used are kept, up to GRID_BYTES.
 const GRIDS = new Map(); // token -> { promise: Promise<Float32Array>, bytes }
 const GRID_BYTES = 64e6;
 
