@@ -349,9 +349,13 @@ class SlideViewer {
       this.focusNonce = focus.nonce;
     }
     this.drawScale();
-    // After a rerun (Python may have rewritten the query string) and once a new slide is fitted.
+    // After a rerun (Python may have rewritten the query string) and once a new slide is fitted;
+    // once more when the run's last messages are in: Python writes the query string late in the
+    // run, from the one the browser sent when the run began, which may have lacked the view.
     if (opened) setTimeout(() => this.writeUrlView(), 0);
     else this.writeUrlView();
+    clearTimeout(this.urlTimer);
+    this.urlTimer = setTimeout(() => this.writeUrlView(), 500);
   }
 
   setOverlay(spec) {
@@ -568,7 +572,7 @@ class SlideViewer {
   // beside what Python writes there (slide, t, patch: app/links.py), so a reload or a sent link
   // reopens this field of view. Streamlit hands the browser's query string to every run.
   writeUrlView() {
-    if (!this.slide || !this.viewer || !this.viewer.world.getItemCount()) return;
+    if (!this.slide || !this.viewer || !this.viewer.world.getItemCount() || !this.root.isConnected) return;
     try {
       const v = this.view();
       const url = new URL(window.location.href);
@@ -640,6 +644,7 @@ class SlideViewer {
   }
 
   destroy() {
+    clearTimeout(this.urlTimer);
     if (STASHED && STASHED.viewer === this) {
       clearTimeout(STASHED.timer);
       STASHED = null;
