@@ -38,9 +38,17 @@ def rerun_view() -> None:
     The page names its fragment in ``state.VIEW_FRAGMENT`` on each full run (the frame clears it
     first); without one, or when it was not drawn in the last run, the app reruns as usual.
     """
+    rerun_fragment(st.session_state.get(state.VIEW_FRAGMENT))
+
+
+def rerun_fragment(key: str | None) -> None:
+    """Widget callback: rerun only the fragment ``key`` (a full rerun when it is None or was not drawn in the last run).
+
+    A widget inside a fragment reruns it from the browser anyway; the callback says so on the server
+    too, so that AppTest (which sends no fragment with a widget's change) plays it as a person does.
+    """
     from streamlit.errors import StreamlitAPIException
 
-    key = st.session_state.get(state.VIEW_FRAGMENT)
     if not key:
         return
     try:

@@ -24,6 +24,7 @@ LINK_APPLIED = "link_applied"  # the URL's slide, view, t and patch were taken i
 LINK_PATCH = "link_patch"  # (slide, level-0 x, level-0 y): the patch a link selects once its slide's predictions are read
 SLIDE_VIEWER = "slide_viewer"  # the deep-zoom viewer component's key (one for every slide: its view lives across reruns)
 VIEW_FRAGMENT = "view_fragment"  # the key of the fragment the current page redraws on a t move (set by the page each full run; None: none)
+REVIEW_SLIDE = "review-slide"  # Review's outer fragment: the slide choice and all drawn from the chosen slide (a slide switch reruns it alone)
 REVIEW_VIEW = "review-view"  # Review's fragment: table decision column, metrics, viewer, colour bar, downloads, selected patch
 
 DEFAULT_THRESHOLD = 0.5

@@ -62,6 +62,23 @@ def move_t(at, value: float, *, fragment: bool = True):
     return at
 
 
+def switch_slide(at, name: str):
+    """Choose slide ``name`` on Review; assert only the slide's part of the page reran (a fragment: no
+    sidebar, no upload in the run's output) and that it shows what a full rerun shows; return the full rerun."""
+    at.selectbox(key="selected_slide").select(name).run()
+    assert not at.exception, at.exception
+    assert len(at.sidebar) == 0 and not at.get("file_uploader"), "a slide switch reran the whole app, not the slide's part"
+    fragment = shown(at) | {"buttons": [b.label for b in at.button], "info": [i.value for i in at.info]}
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="selected_slide").value == name
+    full = shown(at) | {"buttons": [b.label for b in at.button], "info": [i.value for i in at.info]}
+    assert fragment["metrics"] == full["metrics"] and fragment["tables"] == full["tables"]
+    assert fragment["info"] == full["info"] and set(fragment["buttons"]) <= set(full["buttons"])
+    assert set(fragment["text"]) <= set(full["text"])
+    return at
+
+
 def test_review_predicts_and_decides_at_t(app):
     at = app.run()
     assert not at.exception, at.exception
@@ -91,6 +108,13 @@ def test_review_predicts_and_decides_at_t(app):
     assert not at.exception, at.exception
     assert float(next(m for m in at.metric if m.label.startswith("F(I), probability")).value) == pytest.approx(score, abs=1e-3)
     assert at.session_state["view_focus"][0] == "demo_002"
+    # A slide switch reruns only the slide's part of the page (a fragment) and shows what a full rerun
+    # shows: a slide without predictions offers its run, and the predicted one comes back as it was.
+    at = switch_slide(at, "demo_001")
+    assert any(b.label == "Run the model on demo_001" for b in at.button) and not any(m.label.startswith("Decision at t") for m in at.metric)
+    at = switch_slide(at, "demo_002")
+    assert float(next(m for m in at.metric if m.label.startswith("Slide score")).value) == pytest.approx(score, abs=1e-3)
+    assert at.dataframe[0].value.set_index("slide").loc["demo_002", "status"] == "predicted"
 
 
 def test_review_opens_on_a_tumour_slide_with_predictions_first():
