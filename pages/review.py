@@ -88,15 +88,6 @@ with st.container():
                     f"that the model sees {loaded.tiling.patch_size} px patches at {loaded.tiling.mpp:g} µm/px."
                 )
 
-table = context.cohort()
-summaries = context.run_summaries(loaded)
-scores = np.asarray([summaries.get(name, {}).get("max_prob") for name in table["slide"]], dtype=float)
-# Text cells, empty where there is nothing (never "None"): 0.xxx sorts as text in the same order as the numbers.
-table["max F(I)"] = ["" if np.isnan(m) else f"{m:.3f}" for m in scores]
-table["status"] = [status_of(summaries.get(name)) for name in table["slide"]]
-table["mpp"] = [("" if m is None or pd.isna(m) else f"{float(m):g}") for m in table["mpp"]]
-table = table.rename(columns={"mpp": "mpp given"})  # what the user gave; empty: the slide's own metadata
-
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def patch_picture(path: str, mtime: float, x: int, y: int, size0: int, model_id: str, slide_mpp: float | None, _loaded) -> bytes:
@@ -120,9 +111,17 @@ def slide_view() -> None:
     """The cohort table, the slide choice and everything drawn from the chosen slide: its run button or
     its heatmap, the viewer settings and the view at t.
 
-    A slide switch reruns only this (a fragment): the frame (sidebar, navigation), the upload and the
-    table's data are not made and sent again. A run of the model reruns the whole app (new data).
+    A slide switch reruns only this (a fragment): the frame (sidebar, navigation) and the upload are
+    not made and sent again. The table is read again (cached until the store or the folder changes).
     """
+    table = context.cohort()
+    summaries = context.run_summaries(loaded)
+    scores = np.asarray([summaries.get(name, {}).get("max_prob") for name in table["slide"]], dtype=float)
+    # Text cells, empty where there is nothing (never "None"): 0.xxx sorts as text in the same order as the numbers.
+    table["max F(I)"] = ["" if np.isnan(m) else f"{m:.3f}" for m in scores]
+    table["status"] = [status_of(summaries.get(name)) for name in table["slide"]]
+    table["mpp"] = [("" if m is None or pd.isna(m) else f"{float(m):g}") for m in table["mpp"]]
+    table = table.rename(columns={"mpp": "mpp given"})  # what the user gave; empty: the slide's own metadata
     # The table's last column is the decision at t: the view below redraws it here when t moves
     # (its own fragment's rerun), without running the rest of the page. A container, not st.empty:
     # Streamlit lets a nested fragment write into its parent's block (a container) on the parent's
