@@ -65,9 +65,18 @@ test_auc = summary.get("test_slide_auc")
 cols[2].metric("Test slide AUC", "n/a" if test_auc is None else f"{test_auc:.3f}")
 cols[3].metric("Training time", f"{metrics['seconds'].sum():.0f} s" if "seconds" in metrics else "n/a")
 
+
+def held_out_cohorts(evaluation: dict) -> str:
+    """Name the demo cohorts (seeds) an evaluation.json's held-out slides come from ('' when it does not say)."""
+    seeds = (evaluation.get("cohort") or {}).get("seeds")
+    if not seeds:
+        return ""
+    return f" of the demo cohorts of seeds {', '.join(str(s) for s in seeds)}" if len(seeds) > 1 else f" of the demo cohort of seed {seeds[0]}"
+
+
 if evaluation:
     st.markdown(
-        f"**Held-out evaluation** ({evaluation.get('slides')} slides of the val and test splits, "
+        f"**Held-out evaluation** ({evaluation.get('slides')} slides of the val and test splits{held_out_cohorts(evaluation)}, "
         f"{evaluation.get('tumor_slides')} with {evaluation.get('tumors')} tumors; {evaluation.get('patches')} patches)"
     )
     held = st.columns(3)

@@ -272,6 +272,7 @@ def test_training_page_shows_the_shipped_demo_run_out_of_the_box(app):
     shipped = json.loads((DEMO_SHIPPED_RUN / "evaluation.json").read_text())
     assert metric(at, "Slide AUC") == f"{shipped['slide_auc']:.3f}"
     assert metric(at, "FROC score") == f"{shipped['froc_score']:.3f}"
+    assert any(f"({shipped['slides']} slides of the val and test splits of the demo cohorts of seeds 0, 1, 2," in m.value for m in at.markdown)
     assert metric(at, "Epochs") == str(len((DEMO_SHIPPED_RUN / "metrics.csv").read_text().strip().splitlines()) - 1)
     assert at.code[0].value == "python -m core train --preset demo"
 
