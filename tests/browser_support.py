@@ -77,13 +77,25 @@ def app_server(
             proc.wait(timeout=20)
 
 
+# The app's own account of its script: Streamlit's root element carries the run state
+# ("running", "notRunning", ...) and the connection state; the status widget is shown while a run
+# or a reconnection is on.
+APP_IDLE = (
+    "() => { const app = document.querySelector('[data-testid=\"stApp\"]');"
+    " return !!app && app.dataset.testScriptState === 'notRunning' && !document.querySelector('[data-testid=\"stStatusWidget\"]'); }"
+)
+
+
 def wait_for_run(page, timeout: float = 90) -> None:
-    """Wait until Streamlit has finished running the script (no running indicator)."""
+    """Wait until Streamlit has finished the run an action just asked for (its root says it is not
+    running, no status widget) and the page has drawn what the run sent.
+
+    Half a second first: a widget's change reaches the server only then at the latest (a slider's
+    key press is debounced), and the state reads "notRunning" until the server answers.
+    """
     page.wait_for_timeout(500)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout * 1000
-    )
-    page.wait_for_timeout(500)
+    page.wait_for_function(APP_IDLE, timeout=timeout * 1000)
+    page.wait_for_timeout(150)
 
 
 def assert_no_exception(page, where: str) -> None:

@@ -40,6 +40,9 @@ def test_unknown_tile_tokens_are_refused(server):
         assert info.value.code in (400, 403, 404)
 
 
+VIEWER_DRAWN = "() => !!(window.pathexViewer && window.pathexViewer.drawn && window.pathexViewer.drawn())"
+
+
 def test_pages_render_and_viewer_zooms(server):
     from playwright.sync_api import sync_playwright
 
@@ -64,7 +67,11 @@ def test_pages_render_and_viewer_zooms(server):
         canvas = page.locator('[data-testid="pathexViewer"]')
         canvas.wait_for(timeout=60_000)
         canvas.scroll_into_view_if_needed()
-        page.wait_for_timeout(2500)
+        page.wait_for_function(VIEWER_DRAWN, timeout=60_000)  # its tiles and the heatmap's, all drawn
+        for _ in range(100):  # the heatmap's tiles are asked for in the frame after it is added
+            if any("/tiles/overlay/" in u for u in requests):
+                break
+            page.wait_for_timeout(100)
         slide_tiles = [u for u in requests if "/tiles/slide/" in u]
         overlay_tiles = [u for u in requests if "/tiles/overlay/" in u]
         assert slide_tiles and overlay_tiles, "the viewer requested no tiles"
@@ -77,7 +84,8 @@ def test_pages_render_and_viewer_zooms(server):
         for _ in range(12):
             page.mouse.wheel(0, -400)
             page.wait_for_timeout(250)
-        page.wait_for_timeout(2500)
+        page.wait_for_timeout(800)  # the zoom's animation ends
+        page.wait_for_function(VIEWER_DRAWN, timeout=60_000)
         deeper = [u for u in requests if "/tiles/slide/" in u and zoom_of(u) > first_max]
         assert deeper, f"no deeper tiles requested after zooming (max zoom seen {first_max})"
         assert all(responses.get(u) == 200 for u in deeper if u in responses)
