@@ -150,7 +150,9 @@ def test_own_slides_and_uploads_end_to_end(server, own_folder, shared_slides, ih
             timings[name] = run_model(page, name)
             assert_no_exception(page, f"the viewer of {path.name}")
             page.locator('[data-testid="pathexViewer"]').scroll_into_view_if_needed()
-            page.wait_for_timeout(1500)
+            # The heatmap and the slide's tiles drawn (what the screenshot is for).
+            page.wait_for_function("() => !!(window.pathexViewer && window.pathexViewer.data && window.pathexViewer.data.overlay && window.pathexViewer.drawn())", timeout=60_000)
+            page.wait_for_timeout(300)
             page.screenshot(path=str(ARTIFACTS / f"upload-{path.name}.png"))
             # A patch can be selected: the most suspicious one, shown with its probability.
             page.get_by_role("button", name="Go to the most suspicious patch").click()
