@@ -106,6 +106,20 @@ def patch_picture(path: str, mtime: float, x: int, y: int, size0: int, model_id:
     return buffer.getvalue()
 
 
+def write_place(name: str, t: float, patch: dict | None) -> None:
+    """Write where the page is to the URL (app/links.py): the slide, t and the selected patch (a dict
+    with level-0 ``x``, ``y``; None: none), so that a reload or a sent link opens the same place.
+
+    The view (centre and zoom) is the viewer's to write; it is cleared when the slide changes.
+    """
+    if st.query_params.get(links.SLIDE) not in (None, name):  # another slide: its view is not this one's
+        links.write(**{links.VIEW_X: None, links.VIEW_Y: None, links.ZOOM: None})
+    links.write(**{
+        links.SLIDE: name, links.T: f"{t:.2f}", links.PATCH_X: str(patch["x"]) if patch else None,
+        links.PATCH_Y: str(patch["y"]) if patch else None,
+    })
+
+
 @st.fragment(key=state.REVIEW_SLIDE)
 def slide_view() -> None:
     """The cohort table, the slide choice and everything drawn from the chosen slide: its run button or
@@ -184,6 +198,7 @@ def slide_view() -> None:
 
     summary = summaries.get(name)
     if summary is None or summary["status"] != "complete":
+        write_place(name, float(st.session_state[state.THRESHOLD]), None)  # a slide to run is a place too
         if summary is not None and summary["status"] == "failed":
             st.error(f"The last run on {name} failed: {summary.get('message') or 'unknown reason'}")
             label = f"Retry the model on {name}"
@@ -382,14 +397,8 @@ def slide_view() -> None:
                     st.rerun()
         st.html(colorbar_html(colormap, t, fade=fade))
 
-        # The URL says where we are (app/links.py): a reload or a sent link opens the same place.
         on_slide = selected_patch if selected_patch and selected_patch.get("slide") == name else None
-        if st.query_params.get(links.SLIDE) not in (None, name):  # another slide: its view is not this one's
-            links.write(**{links.VIEW_X: None, links.VIEW_Y: None, links.ZOOM: None})
-        links.write(**{
-            links.SLIDE: name, links.T: f"{t:.2f}", links.PATCH_X: str(on_slide["x"]) if on_slide else None,
-            links.PATCH_Y: str(on_slide["y"]) if on_slide else None,
-        })
+        write_place(name, t, on_slide)
         count = st.session_state.get(state.SELECTION_COUNT, 1)
         if on_slide and count > 1:
             st.caption(f"{count} patches selected; showing the one with the highest F(I).")

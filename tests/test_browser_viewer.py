@@ -391,6 +391,8 @@ def test_view_survives_a_page_switch_and_a_new_slide_fits(browser_page):
     box.click()
     page.get_by_role("option", name="demo_003", exact=True).click()
     wait_for_run(page)
+    # A slide to run is a place too: the URL names it (a reload opens it, not the slide before).
+    assert "slide=demo_003" in page.url and "px=" not in page.url, page.url
     page.get_by_role("button", name=re.compile("^Run the model on demo_003")).click()
     wait_for_run(page, 180)
     ready(page)

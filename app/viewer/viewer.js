@@ -204,6 +204,10 @@ class SlideViewer {
     this.gridLoading = null; // the token of the grid being fetched
     this.outlinesDrawn = { key: null, at: 0 }; // key: `${token}:${t}` ("none" without outlines)
     this.vectorsKey = null;
+    // The view in the URL is kept there: a run can rewrite the query string from Streamlit's own
+    // copy, which lacks what this viewer wrote, and a run whose data are unchanged (t moved on a
+    // slide without predictions) calls no applyData to write it back. A check a second, on the page only.
+    this.urlWatch = setInterval(() => this.writeUrlView(), 1000);
   }
 
   update(OSD, data) {
@@ -645,6 +649,7 @@ class SlideViewer {
 
   destroy() {
     clearTimeout(this.urlTimer);
+    clearInterval(this.urlWatch);
     if (STASHED && STASHED.viewer === this) {
       clearTimeout(STASHED.timer);
       STASHED = null;
