@@ -104,12 +104,15 @@ def slide_overview_figure(
             go.Scatter(x=xs, y=ys, mode="lines", name="tumor annotation", line=dict(color="#39ff14", width=1.6), hoverinfo="skip")
         )
     if selected is not None and centres_x is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=[centres_x[selected]], y=[centres_y[selected]], mode="markers", name="selected patch",
-                marker=dict(symbol="square-open", size=16, color="cyan", line=dict(width=3)), hoverinfo="skip",
+        # White over a dark halo, as in the deep-zoom viewer: apart from the cyan outlines at t.
+        # The legend shows the halo (a white mark would not show on the legend's white).
+        for name, colour, width in (("selected patch", "rgba(0,0,0,0.75)", 6), ("selected patch (white)", "white", 3)):
+            fig.add_trace(
+                go.Scatter(
+                    x=[centres_x[selected]], y=[centres_y[selected]], mode="markers", name=name, showlegend=name == "selected patch",
+                    marker=dict(symbol="square-open", size=16, color=colour, line=dict(width=width)), hoverinfo="skip",
+                )
             )
-        )
     fig.update_xaxes(range=[0, width0], visible=False, constrain="domain")
     fig.update_yaxes(range=[height0, 0], visible=False, scaleanchor="x", constrain="domain")
     fig.update_layout(
