@@ -156,16 +156,6 @@ def slide_view() -> None:
         draw_table(float(st.session_state[state.THRESHOLD]))
         st.stop()
 
-    missing = [n for n, p, st_ in zip(table["slide"], table["path"], table["status"]) if p and st_ != "predicted"]
-    if missing and st.button(f"Run the model on all {len(missing)} slides without predictions" if len(missing) > 1 else f"Run the model on the slide without predictions ({missing[0]})"):
-        update, bar = widgets.progress_callback("Predicting the cohort: slide")
-        paths = table.set_index("slide")["path"]
-        for i, missing_name in enumerate(missing):
-            predict(missing_name, paths[missing_name])
-            update(i + 1, len(missing))
-        bar.empty()
-        st.rerun()
-
     names = [n for n, p in zip(table["slide"], table["path"]) if p]
     if not names:
         making = context.demo_slides_in_progress()
@@ -180,6 +170,18 @@ def slide_view() -> None:
         stop()
     if st.session_state.get(state.SELECTED_SLIDE) not in names:
         st.session_state[state.SELECTED_SLIDE] = context.default_slide(table, summaries)
+
+    missing = [n for n, p, st_ in zip(table["slide"], table["path"], table["status"]) if p and st_ != "predicted"]
+    # The cohort's run; not when the only slide without predictions is the chosen one (its own run
+    # button is below: two buttons for one run).
+    if missing and missing != [st.session_state[state.SELECTED_SLIDE]] and st.button(f"Run the model on all {len(missing)} slides without predictions" if len(missing) > 1 else f"Run the model on the slide without predictions ({missing[0]})"):
+        update, bar = widgets.progress_callback("Predicting the cohort: slide")
+        paths = table.set_index("slide")["path"]
+        for i, missing_name in enumerate(missing):
+            predict(missing_name, paths[missing_name])
+            update(i + 1, len(missing))
+        bar.empty()
+        st.rerun()
 
     name = st.selectbox("Slide", names, key=state.SELECTED_SLIDE, on_change=context.rerun_fragment, args=(state.REVIEW_SLIDE,))
     row = table.set_index("slide").loc[name]

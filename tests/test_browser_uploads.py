@@ -146,6 +146,8 @@ def test_own_slides_and_uploads_end_to_end(server, own_folder, shared_slides, ih
             # The µm per pixel given next to the upload (or the slide's own) sets the scale bar already.
             page.get_by_test_id("pathexScale").wait_for(state="visible", timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / f"upload-{path.name}-before-run.png"))
+            # The upload is the only slide without predictions: one run button, its own (not the cohort's too).
+            assert not page.get_by_role("button", name=re.compile("^Run the model on (all|the slide without)")).count()
             started = time.perf_counter()
             timings[name] = run_model(page, name)
             assert_no_exception(page, f"the viewer of {path.name}")
