@@ -291,9 +291,6 @@ def slide_view() -> None:
 
         st.session_state[state.VIEW_FOCUS] = (name, float(x), float(y), f"{time.time_ns()}")
 
-
-
-
     # -- the heatmap and the decision at t ------------------------------------------------------------
     controls = st.columns([1, 1, 1, 1, 1])
     # Defaults as session state (not value=): the frame keeps these keys across pages (app/main.py).

@@ -391,8 +391,19 @@ def test_view_survives_a_page_switch_and_a_new_slide_fits(browser_page):
     box.click()
     page.get_by_role("option", name="demo_003", exact=True).click()
     wait_for_run(page)
-    # A slide to run is a place too: the URL names it (a reload opens it, not the slide before).
+    # A slide to run is a place too: the URL names it (a reload opens it, not the slide before), and
+    # t moved there keeps the viewer's view in it (that run sends the viewer nothing new).
     assert "slide=demo_003" in page.url and "px=" not in page.url, page.url
+    slider = page.locator('[data-testid="stSidebar"] input[aria-label="Decision threshold t"]')
+    moved = f"{float(slider.input_value()) + 0.01:.2f}"
+    slider.press("ArrowRight")
+    wait_for_run(page)
+    page.wait_for_function(
+        "(t) => { const q = new URLSearchParams(location.search); return q.get('slide') === 'demo_003' && q.get('t') === t && q.has('x') && q.has('zoom'); }",
+        arg=moved, timeout=5_000,
+    )
+    slider.press("ArrowLeft")
+    wait_for_run(page)
     page.get_by_role("button", name=re.compile("^Run the model on demo_003")).click()
     wait_for_run(page, 180)
     ready(page)
